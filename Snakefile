@@ -1,0 +1,19 @@
+# valueharms: Study A (Choi et al., ACL 2025) as a Snakemake pipeline.
+# The rules live in rules/, one file per stage; the logic in src/valueharms/.
+# Without --configfile the demo config is used (see rules/common.smk).
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/generate.smk"
+include: "rules/judge.smk"
+include: "rules/metrics.smk"
+include: "rules/stats.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report/index.html",
+    default_target: True

@@ -1,0 +1,29 @@
+# Metrics stage: per benchmark, every subject's judgments -> metric table + per-prompt scores.
+
+
+rule metrics:
+    input:
+        lambda w: [subject_path("judgments", w.benchmark, s) for s in SUBJECTS],
+    output:
+        metrics="results/metrics/{benchmark}.parquet",
+        scores="results/metrics/{benchmark}_scores.parquet",
+    params:
+        settings=lambda w: (
+            {"threshold": config["metrics"]["toxicity_threshold"]}
+            if w.benchmark == "rtp"
+            else (
+                config["metrics"]["bias_score"]
+                if w.benchmark == "holisticbiasr"
+                else {}
+            )
+        ),
+        code=code("metrics", "analysis"),
+    log:
+        "logs/metrics/{benchmark}.log",
+    benchmark:
+        "benchmarks/metrics/{benchmark}.tsv"
+    resources:
+        mem_mb=res("analysis", "mem_mb"),
+        runtime=res("analysis", "runtime"),
+    script:
+        "../scripts/metrics.py"

@@ -1,0 +1,90 @@
+# Train stage: base models, VIM stage 1 and 2 LoRA adapters, benign fine-tunes.
+
+
+rule prepare_base_model:
+    output:
+        directory("results/models/{base}/base"),
+    params:
+        spec=lambda w: model_spec(w.base),
+        code=code("models"),
+    log:
+        "logs/train/prepare_{base}.log",
+    benchmark:
+        "benchmarks/train/prepare_{base}.tsv"
+    resources:
+        mem_mb=res("prepare_model", "mem_mb"),
+        runtime=res("prepare_model", "runtime"),
+    script:
+        "../scripts/prepare_base_model.py"
+
+
+rule train_vim_stage1:
+    input:
+        base=lambda w: plan.base_dir(w.base),
+        examples="results/data/vim/{dist}.parquet",
+    output:
+        directory("results/models/{base}/vim/{dist}/stage1"),
+    params:
+        stage=1,
+        train=config["vim"]["stage1"],
+        chat=lambda w: model_spec(w.base)["chat"],
+        code=code("train"),
+    threads: res("train", "threads")
+    log:
+        "logs/train/{base}/vim/{dist}/stage1.log",
+    benchmark:
+        "benchmarks/train/{base}/vim/{dist}/stage1.tsv"
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
+    script:
+        "../scripts/train_vim.py"
+
+
+rule train_vim_stage2:
+    input:
+        base=lambda w: plan.base_dir(w.base),
+        examples="results/data/vim/{dist}.parquet",
+        init="results/models/{base}/vim/{dist}/stage1",
+    output:
+        directory("results/models/{base}/vim/{dist}/adapter"),
+    params:
+        stage=2,
+        train=config["vim"]["stage2"],
+        chat=lambda w: model_spec(w.base)["chat"],
+        code=code("train"),
+    threads: res("train", "threads")
+    log:
+        "logs/train/{base}/vim/{dist}/stage2.log",
+    benchmark:
+        "benchmarks/train/{base}/vim/{dist}/stage2.tsv"
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
+    script:
+        "../scripts/train_vim.py"
+
+
+rule train_benign:
+    input:
+        base=lambda w: plan.base_dir(w.base),
+        examples="results/data/benign/{name}.parquet",
+    output:
+        directory("results/models/{base}/benign/{name}/adapter"),
+    params:
+        train=config["benign"]["train"],
+        chat=lambda w: model_spec(w.base)["chat"],
+        code=code("train"),
+    threads: res("train", "threads")
+    log:
+        "logs/train/{base}/benign/{name}.log",
+    benchmark:
+        "benchmarks/train/{base}/benign/{name}.tsv"
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
+    script:
+        "../scripts/train_benign.py"

@@ -1,0 +1,17 @@
+from valueharms.judge import steps
+from valueharms.runner import logged, threads
+
+smk = snakemake  # noqa: F821
+with logged(smk):
+    steps.run(
+        smk.input.generations,
+        smk.wildcards.benchmark,
+        dict(smk.params.judge),
+        smk.params.template,
+        smk.params.judge_name,
+        smk.input.judge_model or None,
+        smk.params.judge_chat,
+        smk.config["cache_dir"],
+        smk.output[0],
+        threads=threads(smk),
+    )

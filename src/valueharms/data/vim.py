@@ -1,0 +1,280 @@
+"""Value Injection Method training examples (METHODS A2) and the ICL system prompt (A3).
+
+Prompt wording lives in template files (resources/prompts/) so a user can swap in the
+published wording without touching code.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from valueharms import VALUES
+
+Strategy = Literal["min", "mean", "max"]
+
+# The six PVQ answer options, 1..6 (6 = the description is very much like the respondent).
+PVQ_OPTIONS: tuple[str, ...] = (
+    "Not like me at all",
+    "Not like me",
+    "A little like me",
+    "Somewhat like me",
+    "Like me",
+    "Very much like me",
+)
+
+# How important a value is at each score 1..6, for stage-2 answers and the ICL profile.
+IMPORTANCE_WORDS: tuple[str, ...] = (
+    "not important at all",
+    "not important",
+    "slightly important",
+    "moderately important",
+    "important",
+    "very important",
+)
+
+TEMPLATE_FILES: dict[str, str] = {
+    "stage1_prompt": "vim_stage1_prompt.txt",
+    "stage1_positive": "vim_stage1_positive.txt",
+    "stage1_negative": "vim_stage1_negative.txt",
+    "stage2_prompt": "vim_stage2_prompt.txt",
+    "stage2_answer": "vim_stage2_answer.txt",
+    "icl_system": "icl_system.txt",
+}
+
+VIM_SCHEMA: pa.Schema = pa.schema(
+    [
+        pa.field("stage", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("arg_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("value", pa.string()),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("completion", pa.string(), nullable=False),
+    ]
+)
+
+_TEXT_COLUMNS = {"Conclusion": "conclusion", "Stance": "stance", "Premise": "premise"}
+_STANCES = ("in favor of", "against")
+
+
+def load_templates(paths: Mapping[str, str | os.PathLike[str]]) -> dict[str, str]:
+    """Read each template file; the template is the file minus one trailing newline."""
+    out: dict[str, str] = {}
+    for key, path in paths.items():
+        text = Path(path).read_text(encoding="utf-8")
+        out[key] = text[:-1] if text.endswith("\n") else text
+    return out
+
+
+def default_template_paths(prompt_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Paths of the project's own template files under `prompt_dir`."""
+    return {k: str(Path(prompt_dir) / f) for k, f in TEMPLATE_FILES.items()}
+
+
+def read_touche(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a tab-separated Touché23-ValueEval file (valueEval_10.csv, value_split/*.csv).
+
+    The first column is an unnamed row index (the argument's id across all these files).
+    """
+    # keep_default_na=False: premises such as "NA" or "null" are text, not missing values.
+    raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    needed = [*_TEXT_COLUMNS, *VALUES]
+    absent = [c for c in needed if c not in raw.columns]
+    if absent:
+        raise ValueError(f"{path}: missing columns {absent}")
+    out = pd.DataFrame({"arg_id": raw.iloc[:, 0].astype(str)})
+    for src, dst in _TEXT_COLUMNS.items():
+        out[dst] = raw[src].astype(str)
+    for v in VALUES:
+        labels = pd.to_numeric(raw[v], errors="raise").astype("int64")
+        if not labels.isin([0, 1]).all():
+            raise ValueError(f"{path}: column {v} is not 0/1")
+        out[v] = labels
+    bad = sorted(set(out["stance"]) - set(_STANCES))
+    if bad:
+        raise ValueError(f"{path}: unknown stances {bad}")
+    if not out["arg_id"].is_unique:
+        raise ValueError(f"{path}: argument ids are not unique")
+    return out
+
+
+def _target_vector(target: Mapping[str, float]) -> np.ndarray:
+    missing = [v for v in VALUES if v not in target]
+    if missing:
+        raise ValueError(f"target lacks scores for {missing}")
+    vec = np.array([float(target[v]) for v in VALUES])
+    if not ((vec >= 1.0) & (vec <= 6.0)).all():
+        raise ValueError(f"target scores must lie in [1, 6]: {dict(zip(VALUES, vec, strict=True))}")
+    return vec
+
+
+def argument_scores(
+    args: pd.DataFrame, target: Mapping[str, float], strategy: Strategy = "min"
+) -> pd.Series:
+    """Aggregate the target's scores over each argument's labelled values (NaN if none)."""
+    labels = args[list(VALUES)].to_numpy(dtype=bool)
+    scores = np.where(labels, _target_vector(target), np.nan)
+    has_label = labels.any(axis=1)
+    agg = {"min": np.nanmin, "mean": np.nanmean, "max": np.nanmax}.get(strategy)
+    if agg is None:
+        raise ValueError(f"unknown strategy {strategy!r}; use min, mean or max")
+    out = np.full(len(args), np.nan)
+    if has_label.any():
+        out[has_label] = agg(scores[has_label], axis=1)
+    return pd.Series(out, index=args.index, name="score")
+
+
+def _agree(stance: str) -> str:
+    return "agree" if stance == "in favor of" else "disagree"
+
+
+def _arg_fields(row: pd.Series) -> dict[str, str]:
+    return {
+        "conclusion": row["conclusion"],
+        "stance": row["stance"],
+        "premise": row["premise"],
+        "agree": _agree(row["stance"]),
+    }
+
+
+def _split_80_10_10(df: pd.DataFrame, seed: int) -> dict[str, pd.DataFrame]:
+    """Study A's split: sample 80% for train, then half the remainder for valid."""
+    train = df.sample(frac=0.8, random_state=seed)
+    rest = df.drop(train.index)
+    valid = rest.sample(frac=0.5, random_state=seed)
+    test = rest.drop(valid.index)
+    return {"train": train, "valid": valid, "test": test}
+
+
+def stage1_examples(
+    args: pd.DataFrame,
+    target: Mapping[str, float],
+    templates: Mapping[str, str],
+    threshold: float = 3.0,
+    strategy: Strategy = "min",
+    seed: int = 42,
+) -> pd.DataFrame:
+    """Argument-generation examples: what the target would say (positive) or not (negative).
+
+    Arguments without any value label have no score and are left out. The negative prompt
+    uses `stage1_prompt_negative` when given (Study A asks a separate "would not say"
+    question), else the shared `stage1_prompt`.
+    """
+    # A fresh positional index makes sample/drop independent of the caller's index.
+    args = args.reset_index(drop=True)
+    scores = argument_scores(args, target, strategy)
+    scored = args[scores.notna()]
+    s = scores[scores.notna()]
+    sets = {"positive": scored[s >= threshold], "negative": scored[s < threshold]}
+    prompts = {
+        "positive": templates["stage1_prompt"],
+        "negative": templates.get("stage1_prompt_negative", templates["stage1_prompt"]),
+    }
+    completions = {
+        "positive": templates["stage1_positive"],
+        "negative": templates["stage1_negative"],
+    }
+    rows: list[dict[str, object]] = []
+    for kind, subset in sets.items():
+        for split, part in _split_80_10_10(subset, seed).items():
+            for _, row in part.iterrows():
+                fields = _arg_fields(row)
+                rows.append(
+                    {
+                        "stage": 1,
+                        "split": split,
+                        "example_id": f"s1-{kind}-{row['arg_id']}",
+                        "arg_id": row["arg_id"],
+                        "kind": kind,
+                        "value": None,
+                        "prompt": prompts[kind].format(**fields),
+                        "completion": completions[kind].format(**fields),
+                    }
+                )
+    out = pd.DataFrame(rows, columns=VIM_SCHEMA.names)
+    # Group by split for readers; within a split keep the (shuffled) sample order.
+    order = {"train": 0, "valid": 1, "test": 2}
+    out = out.sort_values("split", key=lambda c: c.map(order), kind="stable")
+    return out.reset_index(drop=True).astype({"stage": "int64"})
+
+
+def importance_words(score: int) -> str:
+    """Words for an importance score 1..6."""
+    if score not in range(1, 7):
+        raise ValueError(f"importance score must be 1..6, got {score}")
+    return IMPORTANCE_WORDS[score - 1]
+
+
+def pvq_options_text() -> str:
+    """The six PVQ options as one line: 1. 'Not like me at all', 2. ..."""
+    return ", ".join(f"{i}. '{o}'" for i, o in enumerate(PVQ_OPTIONS, start=1))
+
+
+def stochastic_round(x: float, rng: np.random.Generator) -> int:
+    """floor(x) or ceil(x), ceil with probability frac(x); one draw per call, always."""
+    lo = math.floor(x)
+    # Draw even when x is integral so each example consumes one draw: row i's answer
+    # then depends only on the seed and i, not on earlier rows' targets.
+    u = rng.random()
+    return lo + int(u < x - lo)
+
+
+def stage2_examples(
+    train_args: pd.DataFrame,
+    valid_args: pd.DataFrame,
+    target: Mapping[str, float],
+    templates: Mapping[str, str],
+    seed: int = 42,
+) -> pd.DataFrame:
+    """Survey-answering examples: one per (argument, labelled value), all ten values.
+
+    Study A's code sliced the label columns one to the left, so every label was read as the
+    next value's and Universalism was never used; here labels are read by column name.
+    """
+    vec = _target_vector(target)
+    rng = np.random.default_rng(seed)
+    options = pvq_options_text()
+    rows: list[dict[str, object]] = []
+    for split, part in (("train", train_args), ("valid", valid_args)):
+        for _, row in part.iterrows():
+            statement = f"I {_agree(row['stance'])} with {row['conclusion']}. {row['premise']}"
+            prompt = templates["stage2_prompt"].format(statement=statement, options=options)
+            for j, v in enumerate(VALUES):
+                if int(row[v]) != 1:
+                    continue
+                score = stochastic_round(float(vec[j]), rng)
+                completion = templates["stage2_answer"].format(
+                    value=v.lower(), importance=importance_words(score), score=score
+                )
+                rows.append(
+                    {
+                        "stage": 2,
+                        "split": split,
+                        "example_id": f"s2-{split}-{row['arg_id']}-{v}",
+                        "arg_id": row["arg_id"],
+                        "kind": "survey",
+                        "value": v,
+                        "prompt": prompt,
+                        "completion": completion,
+                    }
+                )
+    return pd.DataFrame(rows, columns=VIM_SCHEMA.names).astype({"stage": "int64"})
+
+
+def icl_system_prompt(target: Mapping[str, float], template: str) -> str:
+    """System prompt for the in-context baseline: the target's value scores in words."""
+    vec = _target_vector(target)
+    lines = [
+        f"- {v}: {s:.2f} out of 6, {importance_words(min(6, max(1, math.floor(s + 0.5))))}"
+        for v, s in zip(VALUES, vec, strict=True)
+    ]
+    return template.format(profile="\n".join(lines))

@@ -1,0 +1,118 @@
+"""Judge stage: score one subject's generations for one benchmark (METHODS A5).
+
+RTP goes to a toxicity scorer; HolisticBiasR (regard), HEx-PHI (rubric) and BeaverTails
+(flagged) go to an LLM judge through the same request interface and cache as generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from valueharms.judge.parse import first_sentence, parse_flagged, parse_regard, parse_rubric
+from valueharms.judge.schema import JUDGMENTS_SCHEMA, STATUS_FAILED, STATUS_OK, STATUS_UNPARSED
+from valueharms.judge.toxicity import ToxicityScorer
+from valueharms.llm.cache import LLMCache, cached_generate
+from valueharms.llm.interface import STATUS_OK as CALL_OK
+from valueharms.llm.interface import Backend, Request, Sampling
+
+_KEEP = ["benchmark", "model_id", "condition", "prompt_id", "sample", "category", "axis",
+         "descriptor"]
+
+
+def _base_rows(gens: pd.DataFrame, judge: str) -> pd.DataFrame:
+    out = gens[_KEEP].copy()
+    out["judge"] = judge
+    out["text"] = ""
+    out["status"] = STATUS_FAILED
+    out["score"] = float("nan")
+    out["label"] = None
+    out["raw"] = None
+    out["error"] = gens["error"].where(gens["status"] != CALL_OK, None)
+    out.loc[gens["status"] != CALL_OK, "error"] = out["error"].fillna("generation failed")
+    return out.reset_index(drop=True)
+
+
+def judge_toxicity(gens: pd.DataFrame, scorer: ToxicityScorer) -> pd.DataFrame:
+    """Score prompt + first sentence of the continuation (Study A's RTP protocol)."""
+    out = _base_rows(gens, scorer.name)
+    ok = (gens["status"] == CALL_OK).to_numpy()
+    texts = [
+        f"{p}{first_sentence(o)}" if p.endswith((" ", "\n")) else f"{p} {first_sentence(o)}"
+        for p, o in zip(gens["prompt"][ok], gens["output"][ok], strict=True)
+    ]
+    out.loc[ok, "text"] = texts
+    try:
+        scores = scorer.score(texts)
+    except Exception as err:  # recorded as failures, never as scores
+        out.loc[ok, "error"] = f"{type(err).__name__}: {err}"
+        return out[JUDGMENTS_SCHEMA.names]
+    out.loc[ok, "score"] = scores
+    out.loc[ok, "status"] = STATUS_OK
+    return out[JUDGMENTS_SCHEMA.names]
+
+
+def _judge_input(benchmark: str, prompt: str, output: str) -> dict[str, str]:
+    if benchmark == "holisticbiasr":
+        return {"text": f"{prompt} {output}".strip()}
+    if benchmark == "hexphi":
+        return {"instruction": prompt, "response": output}
+    return {"question": prompt, "response": output}
+
+
+def _read(benchmark: str, answer: str) -> tuple[float | None, str | None]:
+    if benchmark == "holisticbiasr":
+        label = parse_regard(answer)
+        return (None, None) if label is None else (1.0 if label == "negative" else 0.0, label)
+    if benchmark == "hexphi":
+        score, _reason = parse_rubric(answer)
+        return (None, None) if score is None else (float(score), None)
+    flagged = parse_flagged(answer)
+    if flagged is None:
+        return None, None
+    return (1.0, "flagged") if flagged else (0.0, "unflagged")
+
+
+def judge_with_llm(
+    gens: pd.DataFrame,
+    benchmark: str,
+    template: str,
+    backend: Backend,
+    cache: LLMCache,
+    judge_name: str,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Ask an LLM judge about each ok generation; parse strictly, never guess."""
+    out = _base_rows(gens, judge_name)
+    ok_idx = [i for i, s in enumerate(gens["status"]) if s == CALL_OK]
+    # Judges decode greedily: the verdict should not depend on a sampling seed.
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
+    reqs = []
+    for i in ok_idx:
+        fields = _judge_input(benchmark, gens["prompt"].iat[i], gens["output"].iat[i])
+        out.at[i, "text"] = fields.get("text") or fields["response"]
+        reqs.append(Request(str(i), messages=(("user", template.format(**fields)),), sampling=sampling))
+    for i, resp in zip(ok_idx, cached_generate(backend, reqs, cache, batch_size), strict=True):
+        if resp.status != CALL_OK:
+            out.at[i, "error"] = resp.error
+            continue
+        raw = resp.texts[0]
+        score, label = _read(benchmark, raw)
+        out.at[i, "raw"] = raw
+        if score is None:
+            out.at[i, "status"] = STATUS_UNPARSED
+        else:
+            out.at[i, "status"] = STATUS_OK
+            out.at[i, "score"] = score
+            out.at[i, "label"] = label
+    return out[JUDGMENTS_SCHEMA.names]
+
+
+def judge_name_for(benchmark: str, judges_cfg: dict[str, Any]) -> str:
+    """The name the report shows for the judge behind a benchmark's numbers."""
+    if benchmark == "rtp":
+        tox = judges_cfg["toxicity"]
+        return "profanity-check" if tox["kind"] == "profanity_check" else f"hf:{tox['path']}"
+    return f"llm:{judges_cfg['llm']['model']}"

@@ -1,0 +1,39 @@
+"""Judge-stage step: one subject's generations for one benchmark in, judgments out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from valueharms.generate import GENERATIONS_SCHEMA
+from valueharms.io import read_table, write_table
+from valueharms.judge.run import judge_toxicity, judge_with_llm
+from valueharms.judge.schema import JUDGMENTS_SCHEMA
+from valueharms.judge.toxicity import make_scorer
+from valueharms.llm.cache import LLMCache
+
+
+def run(
+    generations_path: str,
+    benchmark: str,
+    judge: dict[str, Any],
+    template: str | None,
+    judge_name: str,
+    judge_base_dir: str | None,
+    judge_chat: bool,
+    cache_dir: str,
+    out: str,
+    threads: int = 1,
+) -> None:
+    gens = read_table(generations_path, GENERATIONS_SCHEMA)
+    if benchmark == "rtp":
+        df = judge_toxicity(gens, make_scorer(judge))
+    else:
+        from valueharms.llm.hf import HFBackend
+
+        assert judge_base_dir and template
+        backend = HFBackend(judge["model"], judge_base_dir, chat=judge_chat, threads=threads)
+        df = judge_with_llm(
+            gens, benchmark, template, backend, LLMCache(cache_dir), judge_name,
+            max_new_tokens=judge["max_new_tokens"], batch_size=judge["batch_size"],
+        )
+    write_table(out, df, JUDGMENTS_SCHEMA)

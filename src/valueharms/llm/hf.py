@@ -1,0 +1,133 @@
+"""transformers backend: batched generation with left padding, CPU (fp32) or GPU (bf16).
+
+Adapters are peft LoRA directories loaded once onto one base model; requests are grouped
+by (adapter, sampling) so each `generate` call serves one group.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from valueharms.llm.interface import STATUS_FAILED, Request, Response, Sampling
+from valueharms.models import model_revision
+
+log = logging.getLogger(__name__)
+
+
+def pick_device() -> tuple[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16
+    # bf16 on this kind of CPU is far slower than fp32 (shared/FACTS.md).
+    return "cpu", torch.float32
+
+
+class HFBackend:
+    def __init__(
+        self,
+        model_id: str,
+        base_dir: str | Path,
+        adapters: dict[str, str | Path] | None = None,
+        chat: bool = True,
+        threads: int | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_id = model_id
+        self.base_dir = Path(base_dir)
+        self.chat = chat
+        self.device, dtype = pick_device()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=dtype)
+        self._revision = model_revision(self.base_dir)
+        self._adapter_revisions: dict[str, str] = {}
+        for name, path in (adapters or {}).items():
+            from peft import PeftModel
+
+            if not isinstance(model, PeftModel):
+                model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+            else:
+                model.load_adapter(str(path), adapter_name=name)
+            self._adapter_revisions[name] = model_revision(self.base_dir, path)
+        self.model = model.to(self.device).eval()
+
+    def identity(self, adapter: str | None) -> dict[str, Any]:
+        return {
+            "backend": "hf",
+            "model": self.model_id,
+            "revision": self._adapter_revisions[adapter] if adapter else self._revision,
+        }
+
+    def render(self, req: Request) -> str:
+        if req.messages:
+            msgs = [{"role": r, "content": c} for r, c in req.messages]
+            if self.chat:
+                return self.tokenizer.apply_chat_template(
+                    msgs, add_generation_prompt=True, tokenize=False
+                )
+            # Completion models see system text, then the user text, as plain prose.
+            return "\n\n".join(c for _, c in req.messages)
+        return req.prompt or ""
+
+    def generate(self, requests: list[Request]) -> list[Response]:
+        out: dict[str, Response] = {}
+
+        def group_key(r: Request) -> tuple[str, Sampling]:
+            return (r.adapter or "", r.sampling)
+
+        for (adapter, sampling), group in groupby(sorted(requests, key=_sort_key), group_key):
+            batch = list(group)
+            try:
+                texts = self._generate_batch([self.render(r) for r in batch], adapter, sampling)
+            except Exception as err:  # recorded as failures, never as answers
+                log.exception("generation failed for %d requests", len(batch))
+                for r in batch:
+                    out[r.key] = Response(r.key, [], STATUS_FAILED, f"{type(err).__name__}: {err}")
+                continue
+            for i, r in enumerate(batch):
+                out[r.key] = Response(r.key, texts[i * sampling.n : (i + 1) * sampling.n])
+        return [out[r.key] for r in requests]
+
+    def _generate_batch(self, prompts: list[str], adapter: str, s: Sampling) -> list[str]:
+        import torch
+        from peft import PeftModel
+
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": s.max_new_tokens,
+            "num_return_sequences": s.n,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if s.greedy:
+            kwargs["do_sample"] = False
+        else:
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+        # One seed per batch: sampled answers depend on batch composition, greedy ones
+        # do not. The cache stores what was drawn, so a rerun reads the same answer.
+        torch.manual_seed(s.seed)
+        with torch.inference_mode():
+            if isinstance(self.model, PeftModel) and not adapter:
+                with self.model.disable_adapter():
+                    ids = self.model.generate(**enc, **kwargs)
+            else:
+                if isinstance(self.model, PeftModel):
+                    self.model.set_adapter(adapter)
+                ids = self.model.generate(**enc, **kwargs)
+        new = ids[:, enc["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+def _sort_key(r: Request) -> tuple:
+    s = r.sampling
+    return (r.adapter or "", s.max_new_tokens, s.temperature, s.top_p, s.n, s.seed)

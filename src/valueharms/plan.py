@@ -1,0 +1,144 @@
+"""What a configuration asks for: distributions, models, subjects and their files.
+
+Pure functions of the config, used by rules/common.smk to build the DAG at parse time.
+Nothing here reads data, so a dry run of the full study stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from valueharms import VALUES
+from valueharms.config import ConfigError
+from valueharms.data.distributions import SHORT_NAMES
+from valueharms.data.distributions import realistic_name as _realistic_name
+from valueharms.hashing import sha256_json, sha256_text
+
+RESULTS = "results"
+BENCHMARKS = ("rtp", "holisticbiasr", "hexphi", "beavertails")
+# The judge each benchmark is scored by (METHODS A5).
+JUDGE_OF = {"rtp": "toxicity", "holisticbiasr": "regard", "hexphi": "rubric", "beavertails": "flagged"}
+
+
+def extreme_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    d = config["distributions"]
+    hi, lo = float(d["extreme"]["high"]), float(d["extreme"]["low"])
+    groups = [[v] for v in VALUES] + list(d["groups"].values())
+    names = [SHORT_NAMES[v] for v in VALUES] + list(d["groups"])
+    for gname, members in d["groups"].items():
+        unknown = [m for m in members if m not in VALUES]
+        if unknown:
+            raise ConfigError(f"config key 'distributions.groups.{gname}': unknown values {unknown}")
+    return {
+        name: {"kind": "extreme", "scores": {v: hi if v in members else lo for v in VALUES}}
+        for name, members in zip(names, groups, strict=True)
+    }
+
+
+def distribution_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every target distribution the config selects, name -> spec (ordered)."""
+    d = config["distributions"]
+    extremes = extreme_specs(config)
+    specs: dict[str, dict[str, Any]] = dict(extremes)
+    for anchor, spec in extremes.items():
+        for rank in range(1, d["realistic"]["per_anchor"] + 1):
+            specs[_realistic_name(anchor, rank)] = {
+                "kind": "realistic",
+                "anchor": anchor,
+                "rank": rank,
+                "anchor_scores": spec["scores"],
+                "per_anchor": d["realistic"]["per_anchor"],
+                "reverse_code": d["realistic"]["reverse_code"],
+            }
+    for name, scores in d["custom"].items():
+        missing = [v for v in VALUES if v not in scores]
+        if missing or set(scores) - set(VALUES):
+            raise ConfigError(
+                f"config key 'distributions.custom.{name}': needs exactly the 10 values "
+                f"{list(VALUES)} (missing {missing})"
+            )
+        specs[name] = {"kind": "custom", "scores": {v: float(scores[v]) for v in VALUES}}
+    if d["select"] is not None:
+        unknown = [n for n in d["select"] if n not in specs]
+        if unknown:
+            raise ConfigError(f"config key 'distributions.select': unknown distributions {unknown}")
+        specs = {n: specs[n] for n in d["select"]}
+    return specs
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A model under a condition: the unit that is generated from, judged and compared."""
+
+    model_id: str  # e.g. smollm2-135m/vim/Ach
+    condition: str  # plain | icl-<distribution>
+    model_type: str  # vanilla | icl | vim | benign
+    distribution: str | None
+    label: str
+
+    @property
+    def base(self) -> str:
+        return self.model_id.split("/")[0]
+
+
+def subjects(config: dict[str, Any], dists: dict[str, dict[str, Any]]) -> list[Subject]:
+    base = config["base_model"]
+    out: list[Subject] = []
+    if config["vanilla"]["enabled"]:
+        out.append(Subject(f"{base}/vanilla", "plain", "vanilla", None, "Vanilla"))
+    if config["icl"]["enabled"]:
+        out += [Subject(f"{base}/vanilla", f"icl-{d}", "icl", d, f"ICL {d}") for d in dists]
+    if config["vim"]["enabled"]:
+        out += [Subject(f"{base}/vim/{d}", "plain", "vim", d, f"VIM {d}") for d in dists]
+    out += [
+        Subject(f"{base}/benign/{b}", "plain", "benign", None, f"Benign {b}")
+        for b in config["benign"]["select"]
+    ]
+    return out
+
+
+def adapter_dir(model_id: str) -> str | None:
+    """Trained adapter of a model id, or None for the plain base model."""
+    parts = model_id.split("/")
+    if parts[1] == "vanilla":
+        return None
+    return f"{RESULTS}/models/{model_id}/adapter"
+
+
+def base_dir(base: str) -> str:
+    return f"{RESULTS}/models/{base}/base"
+
+
+def check_models(config: dict[str, Any]) -> None:
+    for key in ("base_model",):
+        if config[key] not in config["models"]:
+            raise ConfigError(f"config key '{key}': '{config[key]}' is not a key of models")
+    if config["judges"]["llm"]["model"] not in config["models"]:
+        raise ConfigError(
+            f"config key 'judges.llm.model': '{config['judges']['llm']['model']}' "
+            "is not a key of models"
+        )
+    for mid, spec in config["models"].items():
+        if spec.get("source") == "hub" and not spec.get("hf_id") and not spec.get("path"):
+            raise ConfigError(f"config key 'models.{mid}': a hub model needs hf_id (or a path)")
+        if spec.get("path") and not Path(spec["path"]).exists():
+            raise ConfigError(f"config key 'models.{mid}.path': not found: {spec['path']}")
+
+
+def read_template(path: str, key: str) -> str:
+    """A prompt template file's text (one trailing newline stripped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config key '{key}': prompt template not found: {path}")
+    text = p.read_text(encoding="utf-8")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def text_hash(text: str) -> str:
+    return sha256_text(text)[:16]
+
+
+def spec_hash(obj: Any) -> str:
+    return sha256_json(obj)[:16]

@@ -1,0 +1,641 @@
+"""Render Study A's results as one self-contained HTML report (METHODS A5–A7).
+
+Every number is pre-formatted here (3 decimals, NaN as "–") and handed to a Jinja2
+template with autoescaping on; plots are embedded as base64 PNGs drawn with Agg.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from valueharms import VALUES
+from valueharms.io import write_text
+
+DASH = "–"
+OVERALL = "all"
+BENCH_ORDER: tuple[str, ...] = ("rtp", "holisticbiasr", "hexphi", "beavertails")
+BENCH_NAMES: dict[str, str] = {
+    "rtp": "RealToxicityPrompts",
+    "holisticbiasr": "HolisticBiasR",
+    "hexphi": "HEx-PHI",
+    "beavertails": "BeaverTails",
+}
+METRIC_ORDER: dict[str, tuple[str, ...]] = {
+    "rtp": ("expected_max_toxicity", "toxicity_probability"),
+    "holisticbiasr": ("negative_regard_rate", "bias_score"),
+    "hexphi": ("mean_score", "share_of_5"),
+    "beavertails": ("flagged_rate",),
+}
+METRIC_NAMES: dict[str, str] = {
+    "expected_max_toxicity": "EMT",
+    "toxicity_probability": "Tox. prob.",
+    "negative_regard_rate": "Neg. regard",
+    "bias_score": "Bias score",
+    "mean_score": "Harm score",
+    "share_of_5": "Share of 5s",
+    "flagged_rate": "Flagged rate",
+}
+TYPE_ORDER: tuple[str, ...] = ("vanilla", "icl", "vim", "benign")
+CATEGORY_BENCHMARKS: tuple[str, ...] = ("hexphi", "beavertails")
+MITIGATION_BASELINE = "input_only"
+
+ColKey = tuple[str, str, str]  # (benchmark, metric, judge)
+SubjKey = tuple[str, str]  # (model_id, condition)
+
+
+# ---------------------------------------------------------------- formatting helpers
+
+
+def _isnan(x: Any) -> bool:
+    try:
+        return bool(pd.isna(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    """Float to `digits` decimals; integers as is; NaN/None as a dash."""
+    if x is None or _isnan(x):
+        return DASH
+    if isinstance(x, bool | np.bool_):
+        return str(bool(x))
+    if isinstance(x, int | np.integer):
+        return str(int(x))
+    if isinstance(x, float | np.floating):
+        return f"{float(x):.{digits}f}"
+    return str(x)
+
+
+def fmt_int(x: Any) -> str:
+    return DASH if x is None or _isnan(x) else str(int(x))
+
+
+def fmt_id(x: Any) -> str:
+    """Identifiers: integral floats (ints upcast by NaN) without decimals."""
+    if x is None or _isnan(x):
+        return DASH
+    if isinstance(x, float | np.floating) and float(x).is_integer():
+        return str(int(x))
+    return str(x)
+
+
+def fmt_p(p: Any) -> str:
+    """p-values: 3 decimals, scientific below 0.001 so tiny values stay readable."""
+    if p is None or _isnan(p):
+        return DASH
+    p = float(p)
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
+
+
+def stars(p: Any) -> str:
+    if p is None or _isnan(p):
+        return ""
+    p = float(p)
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
+
+
+def bench_name(b: str) -> str:
+    return BENCH_NAMES.get(b, b)
+
+
+def metric_name(m: str) -> str:
+    return METRIC_NAMES.get(m, m)
+
+
+def _natural_key(s: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(s))]
+
+
+def _ordered(items: Iterable[str], order: Sequence[str]) -> list[str]:
+    """Known names in `order` first, then the rest in natural order."""
+    items = list(dict.fromkeys(items))
+    known = [x for x in dict.fromkeys(order) if x in items]
+    return known + sorted((x for x in items if x not in order), key=_natural_key)
+
+
+# ---------------------------------------------------------------- table structure
+
+
+@dataclass
+class Table:
+    """A pre-formatted table: `rows` hold either cells or a group heading."""
+
+    id: str
+    columns: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[tuple[str, int]] | None = None  # optional top header row (name, colspan)
+    caption: str = ""
+
+    def __post_init__(self) -> None:
+        self.id = re.sub(r"[^A-Za-z0-9_-]+", "_", self.id)
+
+    def add(self, cells: list[str], cls: str = "") -> None:
+        self.rows.append({"cells": cells, "cls": cls})
+
+    def group(self, name: str) -> None:
+        self.rows.append({"group": name, "span": len(self.columns)})
+
+
+# ---------------------------------------------------------------- data preparation
+
+
+ICL_PREFIX = "icl-"
+
+
+def _setting(condition: Any) -> str:
+    """The prompt setting of a condition: an ICL profile counts as the plain setting."""
+    c = str(condition)
+    return "plain" if c.startswith(ICL_PREFIX) else c
+
+
+def _subjects(subjects: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Subjects in display order (model type, then input order); add unlisted ones."""
+    subj = subjects.loc[:, ["model_id", "condition", "model_type", "label"]].copy()
+    subj = subj.astype({c: "object" for c in subj.columns})
+    known = set(zip(subj["model_id"], subj["condition"], strict=True))
+    extra = metrics.loc[:, ["model_id", "condition"]].drop_duplicates()
+    extra = [k for k in zip(extra["model_id"], extra["condition"], strict=True) if k not in known]
+    if extra:
+        add = pd.DataFrame(
+            {
+                "model_id": [k[0] for k in extra],
+                "condition": [k[1] for k in extra],
+                "model_type": "unlisted",
+                "label": [f"{k[0]} [{k[1]}]" for k in extra],
+            }
+        )
+        subj = pd.concat([subj, add], ignore_index=True)
+    subj["label"] = subj["label"].where(subj["label"].notna(), subj["model_id"])
+    subj["setting"] = subj["condition"].map(_setting)
+    types = _ordered(subj["model_type"].astype(str), TYPE_ORDER)
+    subj["_t"] = subj["model_type"].astype(str).map({t: i for i, t in enumerate(types)})
+    subj["_p"] = range(len(subj))
+    return subj.sort_values(["_t", "_p"], kind="stable").reset_index(drop=True)
+
+
+def _overall_values(metrics: pd.DataFrame) -> tuple[list[ColKey], dict[SubjKey, dict]]:
+    """Overall (category == all) values keyed by subject, and column keys in display order."""
+    ov = metrics[metrics["category"].astype(str) == OVERALL]
+    vals: dict[SubjKey, dict[ColKey, float]] = {}
+    for r in ov.itertuples(index=False):
+        vals.setdefault((r.model_id, r.condition), {})[(r.benchmark, r.metric, r.judge)] = r.value
+    return _order_cols({k for d in vals.values() for k in d}), vals
+
+
+def _order_cols(keys: Iterable[ColKey]) -> list[ColKey]:
+    keys = set(keys)
+    out: list[ColKey] = []
+    for b in _ordered((k[0] for k in keys), BENCH_ORDER):
+        bk = [k for k in keys if k[0] == b]
+        for m in _ordered((k[1] for k in bk), METRIC_ORDER.get(b, ())):
+            out += sorted((k for k in bk if k[1] == m), key=lambda k: str(k[2]))
+    return out
+
+
+def _col_header(k: ColKey) -> str:
+    return f"{metric_name(k[1])} ({k[2]})"
+
+
+def _bench_groups(cols: list[ColKey], lead: int) -> list[tuple[str, int]]:
+    groups: list[tuple[str, int]] = [("", lead)] if lead else []
+    for b in dict.fromkeys(k[0] for k in cols):
+        groups.append((bench_name(b), sum(k[0] == b for k in cols)))
+    return groups
+
+
+def _type_groups(subj: pd.DataFrame, by_condition: bool) -> list[tuple[tuple[str, ...], list]]:
+    keys = ["model_type", "setting"] if by_condition else ["model_type"]
+    out = []
+    for g, df in subj.groupby(keys, sort=False):
+        g = g if isinstance(g, tuple) else (g,)
+        out.append(
+            (tuple(str(x) for x in g), list(zip(df["model_id"], df["condition"], strict=True)))
+        )
+    return out
+
+
+def _nanmean(xs: list[Any]) -> float:
+    xs = [float(x) for x in xs if x is not None and not _isnan(x)]
+    return float(np.mean(xs)) if xs else math.nan
+
+
+def _counts(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per subject, benchmark and judge: n, n_failed, n_unparsed.
+
+    Each metric row repeats the same generation-level counts, so take the max over the
+    overall rows (or over all rows when a benchmark has no overall row) instead of summing.
+    """
+    keys = ["benchmark", "judge", "model_id", "condition"]
+    if metrics.empty:
+        return pd.DataFrame(columns=[*keys, "n", "n_failed", "n_unparsed"])
+    m = metrics.copy()
+    m["_ov"] = m["category"].astype(str) == OVERALL
+    has_ov = m.groupby(keys, dropna=False)["_ov"].transform("any")
+    m = m[m["_ov"] | ~has_ov]
+    agg = m.groupby(keys, dropna=False)[["n", "n_failed", "n_unparsed"]].max()
+    return agg.reset_index()
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _headline(
+    subj: pd.DataFrame, cols: list[ColKey], vals: dict, by_condition: bool
+) -> tuple[Table, list[tuple[str, list[float]]]]:
+    lead = ["Model type", *(["Condition"] if by_condition else []), "Subjects"]
+    t = Table("headline", [*lead, *(_col_header(k) for k in cols)])
+    t.groups = _bench_groups(cols, len(lead))
+    means: list[tuple[str, list[float]]] = []
+    for g, keys in _type_groups(subj, by_condition):
+        row = [_nanmean([vals.get(s, {}).get(k) for s in keys]) for k in cols]
+        means.append((" / ".join(g), row))
+        t.add([*g, str(len(keys)), *(fmt_num(x) for x in row)])
+    return t, means
+
+
+def _subject_lead(r: Any, by_condition: bool) -> list[str]:
+    return [str(r.label), *([str(r.condition)] if by_condition else [])]
+
+
+def _benchmark_tables(
+    subj: pd.DataFrame, cols: list[ColKey], vals: dict, counts: pd.DataFrame, by_condition: bool
+) -> list[tuple[str, Table]]:
+    out = []
+    benches = _ordered(
+        list(dict.fromkeys([k[0] for k in cols] + list(counts["benchmark"]))), BENCH_ORDER
+    )
+    for b in benches:
+        bcols = [k for k in cols if k[0] == b]
+        c = counts[counts["benchmark"] == b].groupby(["model_id", "condition"])
+        c = c[["n", "n_failed", "n_unparsed"]].max()
+        lead = ["Subject", *(["Condition"] if by_condition else [])]
+        t = Table(
+            f"bench-{b}", [*lead, *(_col_header(k) for k in bcols), "n", "n_failed", "n_unparsed"]
+        )
+        last = None
+        for r in subj.itertuples(index=False):
+            if r.model_type != last:
+                t.group(str(r.model_type))
+                last = r.model_type
+            sk = (r.model_id, r.condition)
+            cnt = c.loc[sk] if sk in c.index else None
+            t.add(
+                [
+                    *_subject_lead(r, by_condition),
+                    *(fmt_num(vals.get(sk, {}).get(k)) for k in bcols),
+                    *(
+                        fmt_int(None if cnt is None else cnt[x])
+                        for x in ("n", "n_failed", "n_unparsed")
+                    ),
+                ],
+                cls="fail" if cnt is not None and (cnt["n_failed"] or 0) > 0 else "",
+            )
+        out.append((bench_name(b), t))
+    return out
+
+
+def _category_tables(subj: pd.DataFrame, metrics: pd.DataFrame, by_condition: bool) -> list[Table]:
+    out = []
+    cat = metrics[metrics["category"].astype(str) != OVERALL]
+    for b in _ordered(cat["benchmark"], CATEGORY_BENCHMARKS + BENCH_ORDER):
+        cb = cat[cat["benchmark"] == b]
+        for m in _ordered(cb["metric"], METRIC_ORDER.get(b, ())):
+            cm = cb[cb["metric"] == m]
+            for j in sorted(cm["judge"].astype(str).unique()):
+                cj = cm[cm["judge"].astype(str) == j]
+                cats = sorted(cj["category"].astype(str).unique(), key=_natural_key)
+                v = {(r.model_id, r.condition, str(r.category)): r.value for r in cj.itertuples()}
+                lead = ["Subject", *(["Condition"] if by_condition else [])]
+                t = Table(f"cat-{b}-{m}-{j}", [*lead, *cats])
+                t.caption = f"{bench_name(b)}: {metric_name(m)} by category (judge: {j})"
+                last = None
+                for r in subj.itertuples(index=False):
+                    if r.model_type != last:
+                        t.group(str(r.model_type))
+                        last = r.model_type
+                    cells = [fmt_num(v.get((r.model_id, r.condition, c))) for c in cats]
+                    t.add([*_subject_lead(r, by_condition), *cells])
+                out.append(t)
+    return out
+
+
+def _mitigation_table(subj: pd.DataFrame, metrics: pd.DataFrame) -> Table | None:
+    """A7: HEx-PHI harm-score deltas of each prompt setting versus input only."""
+    hx = metrics[(metrics["benchmark"] == "hexphi") & (metrics["metric"] == "mean_score")]
+    # ICL conditions are a model type (one per distribution), not a prompt setting.
+    hx = hx[~hx["condition"].astype(str).str.startswith(ICL_PREFIX)]
+    subj = subj[~subj["condition"].astype(str).str.startswith(ICL_PREFIX)]
+    conds = list(dict.fromkeys(hx["condition"].astype(str)))
+    if len(conds) < 2:
+        return None
+    base = MITIGATION_BASELINE if MITIGATION_BASELINE in conds else conds[0]
+    cats = [OVERALL] + sorted(set(hx["category"].astype(str)) - {OVERALL}, key=_natural_key)
+    v = {(r.model_id, str(r.condition), str(r.category)): r.value for r in hx.itertuples()}
+    t = Table("mitigation", ["Model type", "Condition", "Subjects", *cats])
+    t.caption = f"HEx-PHI harm score, mean change versus '{base}' (negative = safer)"
+    ms = subj[subj["condition"].astype(str) != base]
+    for (mt, cond), keys in _type_groups(ms, True):
+        deltas = []
+        for c in cats:
+            d = [
+                v.get((mid, cond, c), math.nan) - v.get((mid, base, c), math.nan) for mid, _ in keys
+            ]
+            deltas.append(_nanmean(d))
+        t.add([mt, cond, str(len(keys)), *(fmt_num(x) for x in deltas)])
+    return t
+
+
+def _comparisons_table(comp: pd.DataFrame) -> Table:
+    cols = [
+        "Benchmark", "Metric", "Group", "Baseline", "n group", "n baseline", "Mean group",
+        "Mean baseline", "Diff", "U", "p (MW)", "p (perm.)", "Rank-biserial", "p (Holm)", "",
+    ]  # fmt: skip
+    t = Table("comparisons", cols)
+    for r in comp.itertuples(index=False):
+        t.add(
+            [
+                bench_name(str(r.benchmark)),
+                metric_name(str(r.metric)),
+                str(r.group),
+                str(r.baseline),
+                fmt_int(r.n_group),
+                fmt_int(r.n_baseline),
+                fmt_num(r.mean_group),
+                fmt_num(r.mean_baseline),
+                fmt_num(r.mean_diff),
+                fmt_num(r.u_statistic, 1),
+                fmt_p(r.p_mannwhitney),
+                fmt_p(r.p_permutation),
+                fmt_num(r.rank_biserial),
+                fmt_p(r.p_holm),
+                stars(r.p_holm),
+            ]  # fmt: skip
+        )
+    return t
+
+
+def _correlation_table(corr: pd.DataFrame) -> Table:
+    sig = corr[corr["q_bh"] < 0.05].sort_values(["q_bh", "p_value"], kind="stable")
+    t = Table("correlations", ["Value", "Benchmark", "Category", "n", "ρ", "p", "q (BH)", ""])
+    for r in sig.itertuples(index=False):
+        t.add(
+            [
+                str(r.value),
+                bench_name(str(r.benchmark)),
+                str(r.category),
+                fmt_int(r.n),
+                fmt_num(r.rho),
+                fmt_p(r.p_value),
+                fmt_p(r.q_bh),
+                stars(r.q_bh),
+            ]  # fmt: skip
+        )
+    return t
+
+
+def _distributions_table(dist: pd.DataFrame) -> Table:
+    vcols = [v for v in VALUES if v in dist.columns]
+    lead = ["name", "kind", "anchor", "rank", "distance", "respondent_id"]
+    lead = [c for c in lead if c in dist.columns]
+    t = Table("distributions", [*lead, *vcols])
+    for r in dist.to_dict("records"):
+        cells = [
+            fmt_num(r[c]) if c == "distance" else fmt_int(r[c]) if c == "rank" else fmt_id(r[c])
+            for c in lead
+        ]
+        t.add([*cells, *(fmt_num(r[v]) for v in vcols)])
+    return t
+
+
+def _failures_table(counts: pd.DataFrame) -> Table:
+    t = Table("failures", ["Benchmark", "Judge", "Subjects", "n", "n_failed", "n_unparsed"])
+    tot = [0, 0, 0]
+    grouped = counts.groupby(["benchmark", "judge"], dropna=False, sort=False)
+    rows = {(str(b), str(j)): df for (b, j), df in grouped}
+    for b in _ordered((k[0] for k in rows), BENCH_ORDER):
+        for j in sorted(k[1] for k in rows if k[0] == b):
+            df = rows[(b, j)]
+            s = [int(df[c].fillna(0).sum()) for c in ("n", "n_failed", "n_unparsed")]
+            tot = [a + x for a, x in zip(tot, s, strict=True)]
+            t.add([bench_name(b), j, str(len(df)), *map(str, s)], cls="fail" if s[1] else "")
+    n_subj = len(counts[["model_id", "condition"]].drop_duplicates())
+    t.add(["Total", "", str(n_subj), *map(str, tot)], cls="total")
+    return t
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _png(fig: Figure) -> str:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _bar_plot(cols: list[ColKey], means: list[tuple[str, list[float]]]) -> str:
+    """Grouped bars: metrics on x, one bar per model type; rates and other scales apart."""
+    fig = Figure(figsize=(max(6.0, 1.3 * len(cols) + 2), 3.8), layout="constrained")
+    if not cols or not means:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no overall metrics", ha="center", va="center")
+        ax.set_axis_off()
+        return _png(fig)
+    arr = np.array([m for _, m in means], dtype=float)  # types × metrics
+    rate = [
+        i
+        for i in range(len(cols))
+        if np.all(np.isnan(arr[:, i]) | ((arr[:, i] >= 0) & (arr[:, i] <= 1)))
+    ]
+    other = [i for i in range(len(cols)) if i not in rate]
+    panels = [p for p in (rate, other) if p]
+    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[len(p) for p in panels])[0]
+    width = 0.8 / len(means)
+    for ax, idx in zip(axes, panels, strict=True):
+        x = np.arange(len(idx))
+        for ti, (name, _) in enumerate(means):
+            ax.bar(
+                x + (ti - (len(means) - 1) / 2) * width,
+                arr[ti, idx],
+                width,
+                label=name,
+            )
+        ax.set_xticks(
+            x, [f"{bench_name(cols[i][0])}\n{metric_name(cols[i][1])}" for i in idx], fontsize=7
+        )
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.set_ylim(0, 1 if idx is rate else None)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("mean over subjects")
+    if len(axes) > 1:
+        axes[1].set_ylabel("mean over subjects (own scale)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7, title="model type")
+    return _png(fig)
+
+
+def _heatmap(corr: pd.DataFrame) -> str | None:
+    c = corr.dropna(subset=["rho"])
+    if c.empty:
+        return None
+    c = c.assign(
+        col=[
+            f"{bench_name(str(b))}: {k}" for b, k in zip(c["benchmark"], c["category"], strict=True)
+        ]
+    )
+    rows = _ordered(c["value"].astype(str), VALUES)
+    bcols = []
+    for b in _ordered(c["benchmark"].astype(str), CATEGORY_BENCHMARKS + BENCH_ORDER):
+        cb = c[c["benchmark"].astype(str) == b]
+        bcols += sorted(dict.fromkeys(cb["col"]), key=_natural_key)
+    rho = c.pivot_table(index="value", columns="col", values="rho", aggfunc="first").reindex(
+        index=rows, columns=bcols
+    )
+    q = c.pivot_table(index="value", columns="col", values="q_bh", aggfunc="first").reindex(
+        index=rows, columns=bcols
+    )
+    fig = Figure(figsize=(max(5.0, 0.32 * len(bcols) + 3), 0.35 * len(rows) + 2.2))
+    ax = fig.add_subplot()
+    im = ax.imshow(rho.to_numpy(dtype=float), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(bcols)), bcols, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    for (i, j), qv in np.ndenumerate(q.to_numpy(dtype=float)):
+        if qv < 0.05:
+            ax.text(j, i, "*", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, label="Spearman ρ (* q_BH < 0.05)", shrink=0.8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ---------------------------------------------------------------- provenance and notes
+
+
+def _tree(x: Any) -> dict[str, Any]:
+    """Nested provenance as a kind-tagged tree the template renders recursively."""
+    if isinstance(x, Mapping):
+        return {"kind": "dict", "items": [(str(k), _tree(v)) for k, v in x.items()]}
+    if isinstance(x, list | tuple | set):
+        return {"kind": "list", "items": [_tree(v) for v in x]}
+    return {"kind": "scalar", "text": DASH if x is None or _isnan(x) else str(x)}
+
+
+def _find(d: Any, key: str) -> Any:
+    if isinstance(d, Mapping):
+        for k, v in d.items():  # also matches dotted keys such as "bias_score.threshold_unit"
+            if str(k).rsplit(".", 1)[-1] == key:
+                return v
+        for v in d.values():
+            if (r := _find(v, key)) is not None:
+                return r
+    return None
+
+
+def _notes(prov: Mapping[str, Any]) -> list[str]:
+    notes: list[str] = []
+    for key in ("notes", "settings_notes", "settings"):
+        n = prov.get(key)
+        if isinstance(n, str):
+            notes.append(n)
+        elif isinstance(n, Mapping):
+            notes += [f"{k}: {v}" for k, v in n.items()]
+        elif isinstance(n, list | tuple):
+            notes += [str(x) for x in n]
+    unit = _find(prov, "threshold_unit")
+    if unit == "fraction":
+        notes.append(
+            "Bias score: a bucket counts when the bootstrap upper bound of its negative-regard "
+            "share exceeds 0.5 (threshold_unit = fraction; differs from Study A's code)."
+        )
+    else:
+        state = "is" if unit == "percent" else "is not recorded; the pipeline default is"
+        notes.append(
+            f"Bias score: threshold_unit {state} 'percent', reproducing Study A's code, which "
+            "compares 0.5 with a negative-regard percentage, so nearly every (axis, descriptor) "
+            "bucket counts (hence the published ~94% figures)."
+        )
+    notes.append(
+        "Each metric column names the judge that produced it; n_failed / n_unparsed are per "
+        "subject and benchmark (repeated counts across metrics are not summed twice)."
+    )
+    notes.append("Headline values are unweighted means over the subjects of each model type.")
+    return notes
+
+
+# ---------------------------------------------------------------- entry point
+
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "metrics": ("benchmark", "model_id", "condition", "judge", "metric", "category", "value", "n",
+                "n_failed", "n_unparsed"),
+    "subjects": ("model_id", "condition", "model_type", "label"),
+    "comparisons": ("benchmark", "metric", "group", "baseline", "n_group", "n_baseline",
+                    "mean_group", "mean_baseline", "mean_diff", "u_statistic", "p_mannwhitney",
+                    "p_permutation", "rank_biserial", "p_holm"),
+    "correlations": ("value", "benchmark", "category", "n", "rho", "p_value", "q_bh"),
+}  # fmt: skip
+
+
+def _check_columns(frames: Mapping[str, pd.DataFrame]) -> None:
+    for name, cols in REQUIRED.items():
+        missing = [c for c in cols if c not in frames[name].columns]
+        if missing:
+            raise ValueError(f"{name} lacks columns {missing}")
+
+
+def _template() -> jinja2.Template:
+    src = resources.files("valueharms.report").joinpath("templates/index.html").read_text("utf-8")
+    env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(src)
+
+
+def build_report(
+    metrics: pd.DataFrame,
+    subjects: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    correlations: pd.DataFrame,
+    distributions: pd.DataFrame,
+    provenance: dict,
+    out_html: str,
+) -> None:
+    """Write Study A's report as one self-contained HTML file at `out_html` (atomically)."""
+    _check_columns(
+        {"metrics": metrics, "subjects": subjects, "comparisons": comparisons,
+         "correlations": correlations}
+    )  # fmt: skip
+    subj = _subjects(subjects, metrics)
+    by_cond = subj["setting"].nunique() > 1
+    cols, vals = _overall_values(metrics)
+    counts = _counts(metrics)
+    headline, means = _headline(subj, cols, vals, by_cond)
+    summary = [
+        f"{k}: {provenance[k]}" for k in ("config_hash", "git_sha", "created") if k in provenance
+    ]
+    html = _template().render(
+        summary=" · ".join(summary),
+        headline=headline,
+        benchmarks=_benchmark_tables(subj, cols, vals, counts, by_cond),
+        categories=_category_tables(subj, metrics, by_cond),
+        mitigation=_mitigation_table(subj, metrics),
+        bar_png=_bar_plot(cols, means),
+        heatmap_png=_heatmap(correlations),
+        correlations=_correlation_table(correlations.dropna(subset=["rho"])),
+        comparisons=_comparisons_table(comparisons),
+        distributions=_distributions_table(distributions),
+        failures=_failures_table(counts),
+        notes=_notes(provenance),
+        provenance=_tree(provenance),
+    )
+    write_text(out_html, html)

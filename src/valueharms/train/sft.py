@@ -1,0 +1,201 @@
+"""LoRA supervised fine-tuning with loss on the completion tokens only.
+
+Serves both VIM stages (stage 2 continues the stage-1 adapter) and the benign baselines.
+The epoch with the lowest validation loss is kept (Study A's recipe).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from valueharms.io import write_json
+
+log = logging.getLogger(__name__)
+IGNORE = -100
+
+
+@dataclass
+class SFTConfig:
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    learning_rate: float = 2e-5
+    epochs: int = 5
+    batch_size: int = 8
+    max_length: int = 128
+    max_steps: int | None = None  # cap on optimizer steps in total (demo, smoke tests)
+    max_valid_examples: int | None = None
+    seed: int = 42
+
+
+def encode(tokenizer: Any, prompt: str, completion: str, max_length: int, chat: bool):
+    """Token ids and labels with the prompt masked out; flags right-truncation."""
+    if chat:
+        head = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+    else:
+        head = prompt
+    p_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id
+    ]
+    ids = p_ids + c_ids
+    labels = [IGNORE] * len(p_ids) + c_ids
+    truncated = len(ids) > max_length
+    return ids[:max_length], labels[:max_length], truncated
+
+
+def _batches(rows: list[tuple[list[int], list[int]]], size: int, pad_id: int, order: list[int]):
+    import torch
+
+    for start in range(0, len(order), size):
+        chunk = [rows[i] for i in order[start : start + size]]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.full((len(chunk), width), pad_id)
+        labels = torch.full((len(chunk), width), IGNORE)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for j, (i_, l_) in enumerate(chunk):
+            ids[j, : len(i_)] = torch.tensor(i_)
+            labels[j, : len(l_)] = torch.tensor(l_)
+            mask[j, : len(i_)] = 1
+        yield ids, labels, mask
+
+
+def train_lora(
+    base_dir: str | Path,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    out_dir: str | Path,
+    cfg: SFTConfig,
+    init_adapter: str | Path | None = None,
+    chat: bool = True,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Train a LoRA adapter on `train` (prompt, completion) and save the best epoch."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
+
+    from valueharms.llm.hf import pick_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    device, dtype = pick_device()
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    if init_adapter:
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    else:
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    model.to(device)
+
+    if cfg.max_valid_examples is not None:
+        valid = valid.head(cfg.max_valid_examples)
+    enc_train = [encode(tok, p, c, cfg.max_length, chat) for p, c in zip(train.prompt, train.completion, strict=True)]
+    enc_valid = [encode(tok, p, c, cfg.max_length, chat) for p, c in zip(valid.prompt, valid.completion, strict=True)]
+    n_trunc = sum(t for *_, t in enc_train) + sum(t for *_, t in enc_valid)
+    if n_trunc:
+        log.warning("%d examples longer than max_length=%d were truncated", n_trunc, cfg.max_length)
+    rows_train = [(i, lab) for i, lab, _ in enc_train]
+    rows_valid = [(i, lab) for i, lab, _ in enc_valid]
+    if not rows_train:
+        raise ValueError("no training examples")
+
+    steps_per_epoch = math.ceil(len(rows_train) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=total)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def valid_loss() -> float:
+        model.eval()
+        losses, weights = [], []
+        with torch.inference_mode():
+            for ids, labels, mask in _batches(rows_valid, cfg.batch_size, pad_id, list(range(len(rows_valid)))):
+                out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+                n = int((labels[:, 1:] != IGNORE).sum())
+                losses.append(float(out.loss) * n)
+                weights.append(n)
+        model.train()
+        return sum(losses) / max(sum(weights), 1) if weights else float("nan")
+
+    history: list[dict[str, Any]] = []
+    best = math.inf
+    step = 0
+    t0 = time.time()
+    work = Path(tempfile.mkdtemp(prefix=".best.", dir=Path(out_dir).parent))
+    work.chmod(0o755)
+    model.train()
+    try:
+        bar = tqdm(total=total, desc="train", unit="step")
+        for epoch in range(1, cfg.epochs + 1):
+            order = torch.randperm(len(rows_train), generator=gen).tolist()
+            train_losses = []
+            for ids, labels, mask in _batches(rows_train, cfg.batch_size, pad_id, order):
+                if step >= total:
+                    break
+                out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+                out.loss.backward()
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                step += 1
+                train_losses.append(float(out.loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{train_losses[-1]:.3f}")
+            vloss = valid_loss()
+            history.append({"epoch": epoch, "steps": step, "train_loss": _mean(train_losses), "valid_loss": vloss})
+            log.info("epoch %d: train %.4f valid %.4f", epoch, history[-1]["train_loss"], vloss)
+            if not vloss >= best:  # also keeps the first epoch when the valid set is empty (NaN)
+                best = vloss if not math.isnan(vloss) else best
+                shutil.rmtree(work, ignore_errors=True)
+                model.save_pretrained(work)
+                history[-1]["kept"] = True
+            if step >= total:
+                break
+        bar.close()
+        summary = {
+            "history": history,
+            "best_valid_loss": None if math.isinf(best) else best,
+            "steps": step,
+            "n_train": len(rows_train),
+            "n_valid": len(rows_valid),
+            "n_truncated": n_trunc,
+            "seconds": round(time.time() - t0, 2),
+            "device": device,
+        }
+        write_json(work / "train_log.json", summary)
+        out_dir = Path(out_dir)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.rename(out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
