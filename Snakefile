@@ -4,6 +4,17 @@
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    benchmark="|".join(plan.BENCHMARKS),
+    condition="[A-Za-z0-9_.+-]+",
+    dist="[A-Za-z0-9_.+-]+",
+    base="[A-Za-z0-9_.-]+",
+    dataset="[a-z0-9_]+",
+    name="alpaca|dolly|grammar|samsum",
+
+
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
@@ -14,6 +25,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/report/index.html",
-    default_target: True

@@ -9,7 +9,6 @@ from valueharms.data.sources import DataError, resolve
 from valueharms.hashing import code_hash, sha256_json
 from valueharms.judge.run import judge_name_for
 
-
 # No --configfile: run the demo. (A `configfile:` directive here would be deep-merged
 # with the user's --configfile, so a study config would inherit the demo's settings.)
 if not config:
@@ -26,9 +25,7 @@ try:
             f"vim.prompts.{k}": plan.read_template(p, f"vim.prompts.{k}")
             for k, p in config["vim"]["prompts"].items()
         },
-        "icl.template": plan.read_template(
-            config["icl"]["template"], "icl.template"
-        ),
+        "icl.template": plan.read_template(config["icl"]["template"], "icl.template"),
         **{
             f"benchmarks.{b}.template": plan.read_template(
                 config["benchmarks"][b]["template"], f"benchmarks.{b}.template"
@@ -57,15 +54,6 @@ JUDGE_NAMES = {b: judge_name_for(b, config["judges"]) for b in plan.BENCHMARKS}
 MODELS = {s.model_id for s in SUBJECTS}
 
 
-wildcard_constraints:
-    benchmark="|".join(plan.BENCHMARKS),
-    condition="[A-Za-z0-9_.+-]+",
-    dist="[A-Za-z0-9_.+-]+",
-    base="[A-Za-z0-9_.-]+",
-    dataset="[a-z0-9_]+",
-    name="alpaca|dolly|grammar|samsum",
-
-
 def res(stage, key):
     """Resource value for a stage; rules read their mem/runtime/gpu/threads here."""
     return config["resources"][stage][key]
@@ -85,7 +73,7 @@ def template_hash(key):
 
 
 def code(*modules):
-    """Hash of the library code a rule runs: editing it reruns that rule only."""
+    """Hash of the library code behind a step; editing that code reruns the step only."""
     return code_hash(*modules)
 
 
@@ -124,3 +112,26 @@ def subject_table():
 
 def subject_path(stage, benchmark, s):
     return f"results/{stage}/{benchmark}/{s.model_id}/{s.condition}.parquet"
+
+
+def base_of(w):
+    """Base model id of a `{model}` wildcard (smollm2-135m/vim/Ach -> smollm2-135m)."""
+    return w.model.split("/")[0]
+
+
+def icl_system(w):
+    """The in-context baseline's system prompt is built from its distribution file."""
+    if w.condition.startswith("icl-"):
+        return distribution_file(w.condition.removeprefix("icl-"))
+    return []
+
+
+def judge_model_input(w):
+    if w.benchmark == "rtp":
+        return []
+    return plan.base_dir(config["judges"]["llm"]["model"])
+
+
+def judge_template(benchmark):
+    key = {"holisticbiasr": "regard"}.get(benchmark, benchmark)
+    return template(f"judges.templates.{key}") if benchmark != "rtp" else None

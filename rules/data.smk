@@ -5,15 +5,17 @@ rule fetch_dataset:
     output:
         data="results/data/raw/{dataset}/{file}",
         provenance="results/data/raw/{dataset}/{file}.source.json",
-    params:
-        overrides=config["datasets"],
     log:
         "logs/data/fetch_{dataset}_{file}.log",
     benchmark:
         "benchmarks/data/fetch_{dataset}_{file}.tsv"
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
+    params:
+        overrides=config["datasets"],
     script:
         "../scripts/fetch_dataset.py"
 
@@ -24,16 +26,18 @@ rule ess_scores:
     output:
         scores="results/data/ess_scores.parquet",
         counts="results/data/ess_scores.json",
-    params:
-        reverse_code=config["distributions"]["realistic"]["reverse_code"],
-        code=code("data.distributions", "data.steps"),
     log:
         "logs/data/ess_scores.log",
     benchmark:
         "benchmarks/data/ess_scores.tsv"
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
+    params:
+        reverse_code=config["distributions"]["realistic"]["reverse_code"],
+        code=code("data.distributions", "data.steps"),
     script:
         "../scripts/ess_scores.py"
 
@@ -47,16 +51,18 @@ rule distribution:
         ),
     output:
         "results/data/distributions/{dist}.parquet",
-    params:
-        spec=lambda w: DISTS[w.dist],
-        code=code("data.distributions", "data.steps"),
     log:
         "logs/data/distribution_{dist}.log",
     benchmark:
         "benchmarks/data/distribution_{dist}.tsv"
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
+    params:
+        spec=lambda w: DISTS[w.dist],
+        code=code("data.distributions", "data.steps"),
     script:
         "../scripts/distribution.py"
 
@@ -66,15 +72,17 @@ rule distributions:
         [distribution_file(d) for d in DISTS],
     output:
         "results/data/distributions.parquet",
-    params:
-        code=code("data.steps"),
     log:
         "logs/data/distributions.log",
     benchmark:
         "benchmarks/data/distributions.tsv"
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
+    params:
+        code=code("data.steps"),
     script:
         "../scripts/combine_distributions.py"
 
@@ -91,19 +99,21 @@ rule vim_examples:
         ),
     output:
         "results/data/vim/{dist}.parquet",
+    log:
+        "logs/data/vim_{dist}.log",
+    benchmark:
+        "benchmarks/data/vim_{dist}.tsv"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
     params:
         templates={k: template(f"vim.prompts.{k}") for k in config["vim"]["prompts"]},
         threshold=config["vim"]["threshold"],
         strategy=config["vim"]["strategy"],
         seed=config["vim"]["seed"],
         code=code("data.vim", "data.steps"),
-    log:
-        "logs/data/vim_{dist}.log",
-    benchmark:
-        "benchmarks/data/vim_{dist}.tsv"
-    resources:
-        mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
     script:
         "../scripts/vim_examples.py"
 
@@ -113,18 +123,20 @@ rule benchmark_prompts:
         lambda w: dataset(w.benchmark),
     output:
         "results/data/benchmarks/{benchmark}.parquet",
+    log:
+        "logs/data/benchmark_{benchmark}.log",
+    benchmark:
+        "benchmarks/data/benchmark_{benchmark}.tsv"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
     params:
         n=lambda w: config["benchmarks"][w.benchmark]["n_prompts"],
         mode=lambda w: config["benchmarks"][w.benchmark]["subsample"],
         seed=config["benchmarks"]["seed"],
         code=code("data.benchmarks", "data.steps"),
-    log:
-        "logs/data/benchmark_{benchmark}.log",
-    benchmark:
-        "benchmarks/data/benchmark_{benchmark}.tsv"
-    resources:
-        mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
     script:
         "../scripts/benchmark_prompts.py"
 
@@ -135,17 +147,19 @@ rule benign_examples:
         valid=lambda w: dataset("grammar_valid") if w.name == "grammar" else [],
     output:
         "results/data/benign/{name}.parquet",
+    log:
+        "logs/data/benign_{name}.log",
+    benchmark:
+        "benchmarks/data/benign_{name}.tsv"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
     params:
         seed=config["benign"]["train"]["seed"],
         max_examples=config["benign"]["train"]["max_train_examples"],
         exclude_categories=config["benign"]["dolly_exclude_categories"],
         code=code("data.benign", "data.steps"),
-    log:
-        "logs/data/benign_{name}.log",
-    benchmark:
-        "benchmarks/data/benign_{name}.tsv"
-    resources:
-        mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
     script:
         "../scripts/benign_examples.py"

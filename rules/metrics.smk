@@ -7,6 +7,15 @@ rule metrics:
     output:
         metrics="results/metrics/{benchmark}.parquet",
         scores="results/metrics/{benchmark}_scores.parquet",
+    log:
+        "logs/metrics/{benchmark}.log",
+    benchmark:
+        "benchmarks/metrics/{benchmark}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=res("analysis", "mem_mb"),
+        runtime=res("analysis", "runtime"),
     params:
         settings=lambda w: (
             {"threshold": config["metrics"]["toxicity_threshold"]}
@@ -18,12 +27,5 @@ rule metrics:
             )
         ),
         code=code("metrics", "analysis"),
-    log:
-        "logs/metrics/{benchmark}.log",
-    benchmark:
-        "benchmarks/metrics/{benchmark}.tsv"
-    resources:
-        mem_mb=res("analysis", "mem_mb"),
-        runtime=res("analysis", "runtime"),
     script:
         "../scripts/metrics.py"

@@ -10,17 +10,19 @@ rule report:
         bases=sorted({plan.base_dir(s.base) for s in SUBJECTS}),
     output:
         "results/report/index.html",
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=res("analysis", "mem_mb"),
+        runtime=res("analysis", "runtime"),
     params:
         subjects=subject_table(),
         config_hash=CONFIG_HASH,
         judge_names=JUDGE_NAMES,
         code=code("report", "analysis"),
-    log:
-        "logs/report/report.log",
-    benchmark:
-        "benchmarks/report/report.tsv"
-    resources:
-        mem_mb=res("analysis", "mem_mb"),
-        runtime=res("analysis", "runtime"),
     script:
         "../scripts/report.py"

@@ -4,16 +4,18 @@
 rule prepare_base_model:
     output:
         directory("results/models/{base}/base"),
-    params:
-        spec=lambda w: model_spec(w.base),
-        code=code("models"),
     log:
         "logs/train/prepare_{base}.log",
     benchmark:
         "benchmarks/train/prepare_{base}.tsv"
+    conda:
+        "../envs/train.yaml"
     resources:
         mem_mb=res("prepare_model", "mem_mb"),
         runtime=res("prepare_model", "runtime"),
+    params:
+        spec=lambda w: model_spec(w.base),
+        code=code("models"),
     script:
         "../scripts/prepare_base_model.py"
 
@@ -24,20 +26,22 @@ rule train_vim_stage1:
         examples="results/data/vim/{dist}.parquet",
     output:
         directory("results/models/{base}/vim/{dist}/stage1"),
+    log:
+        "logs/train/{base}/vim/{dist}/stage1.log",
+    benchmark:
+        "benchmarks/train/{base}/vim/{dist}/stage1.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: res("train", "threads")
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
     params:
         stage=1,
         train=config["vim"]["stage1"],
         chat=lambda w: model_spec(w.base)["chat"],
         code=code("train"),
-    threads: res("train", "threads")
-    log:
-        "logs/train/{base}/vim/{dist}/stage1.log",
-    benchmark:
-        "benchmarks/train/{base}/vim/{dist}/stage1.tsv"
-    resources:
-        mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
-        gpu=res("train", "gpu"),
     script:
         "../scripts/train_vim.py"
 
@@ -49,20 +53,22 @@ rule train_vim_stage2:
         init="results/models/{base}/vim/{dist}/stage1",
     output:
         directory("results/models/{base}/vim/{dist}/adapter"),
+    log:
+        "logs/train/{base}/vim/{dist}/stage2.log",
+    benchmark:
+        "benchmarks/train/{base}/vim/{dist}/stage2.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: res("train", "threads")
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
     params:
         stage=2,
         train=config["vim"]["stage2"],
         chat=lambda w: model_spec(w.base)["chat"],
         code=code("train"),
-    threads: res("train", "threads")
-    log:
-        "logs/train/{base}/vim/{dist}/stage2.log",
-    benchmark:
-        "benchmarks/train/{base}/vim/{dist}/stage2.tsv"
-    resources:
-        mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
-        gpu=res("train", "gpu"),
     script:
         "../scripts/train_vim.py"
 
@@ -73,18 +79,20 @@ rule train_benign:
         examples="results/data/benign/{name}.parquet",
     output:
         directory("results/models/{base}/benign/{name}/adapter"),
-    params:
-        train=config["benign"]["train"],
-        chat=lambda w: model_spec(w.base)["chat"],
-        code=code("train"),
-    threads: res("train", "threads")
     log:
         "logs/train/{base}/benign/{name}.log",
     benchmark:
         "benchmarks/train/{base}/benign/{name}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: res("train", "threads")
     resources:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
+    params:
+        train=config["benign"]["train"],
+        chat=lambda w: model_spec(w.base)["chat"],
+        code=code("train"),
     script:
         "../scripts/train_benign.py"

@@ -4,6 +4,10 @@ from valueharms.runner import logged
 smk = snakemake  # noqa: F821
 with logged(smk):
     steps.benchmark_prompts(
-        smk.wildcards.benchmark, smk.input[0], smk.params.n, smk.params.mode, smk.params.seed,
+        smk.wildcards.benchmark,
+        smk.input[0],
+        smk.params.n,
+        smk.params.mode,
+        smk.params.seed,
         smk.output[0],
     )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from paths import DEMO, shared
 
 from valueharms.data.benchmarks import (
     PROMPTS_SCHEMA,
@@ -20,23 +19,12 @@ from valueharms.data.benchmarks import (
 )
 from valueharms.io import conform, read_table, write_table
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "resources" / "demo"
-SHARED = Path(os.environ.get("VALUEHARMS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "study_a"
-
 DEMO_FILES = {
     "rtp": "real_toxic_prompts.csv",
     "holisticbiasr": "holisticbiasr.csv",
     "hexphi": "hex-phi.csv",
     "beavertails": "BeaverTails-Evaluation.csv",
 }
-
-
-def shared(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"shared data {path} absent")
-    return path
 
 
 @pytest.mark.parametrize("name", sorted(DEMO_FILES))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from paths import DEMO, SHARED
 
 from valueharms.data.benign import (
     BENIGN_SCHEMA,
@@ -22,15 +22,13 @@ from valueharms.data.benign import (
 )
 from valueharms.io import SchemaError, read_table, write_table
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "resources" / "demo" / "benign"
-SHARED = Path(os.environ.get("VALUEHARMS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "study_a"
+BENIGN = DEMO / "benign"
 
 FIXTURES = {
-    "alpaca": DEMO / "alpaca.json",
-    "dolly": DEMO / "dolly.jsonl",
-    "grammar": DEMO / "grammar.csv",
-    "samsum": DEMO / "samsum.json",
+    "alpaca": BENIGN / "alpaca.json",
+    "dolly": BENIGN / "dolly.jsonl",
+    "grammar": BENIGN / "grammar.csv",
+    "samsum": BENIGN / "samsum.json",
 }
 
 
@@ -172,7 +170,7 @@ def test_grammar_valid_path():
     out = benign_examples(
         "grammar",
         FIXTURES["grammar"],
-        valid_path=DEMO / "grammar_validation.csv",
+        valid_path=BENIGN / "grammar_validation.csv",
         valid_fraction=0.5,  # ignored when valid_path is given
     )
     train, valid = out[out["split"] == "train"], out[out["split"] == "valid"]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from paths import DEMO, shared
 from scipy.spatial.distance import jensenshannon
 
 from valueharms import VALUES
@@ -28,17 +27,7 @@ from valueharms.data.distributions import (
 )
 from valueharms.io import read_table, write_table
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "resources" / "demo"
-SHARED = Path(os.environ.get("VALUEHARMS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "study_a"
 ITEM_ORDER = [c for c in pd.read_csv(DEMO / "ess.csv", nrows=0).columns if c != "idno"]
-
-
-def shared(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"shared data {path} absent")
-    return path
 
 
 def profile(**scores: float) -> dict[str, float]:

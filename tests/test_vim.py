@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from paths import DEMO, PROMPTS, shared
 
 from valueharms import VALUES
 from valueharms.data.vim import (
@@ -27,11 +25,6 @@ from valueharms.data.vim import (
 )
 from valueharms.io import read_table, write_table
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "resources" / "demo"
-PROMPTS = ROOT / "resources" / "prompts"
-SHARED = Path(os.environ.get("VALUEHARMS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "study_a"
-
 # Minimal templates whose output is easy to assert on.
 T = {
     "stage1_prompt": "Q: {conclusion}",
@@ -40,13 +33,6 @@ T = {
     "stage2_prompt": "{options} | {statement}",
     "stage2_answer": "{value}={importance}={score}",
 }
-
-
-def shared(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"shared data {path} absent")
-    return path
 
 
 def target(**scores: float) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""valueharms: reproduce Study A (Choi et al.) and Study B (Arora et al.) as a Snakemake pipeline."""
+"""valueharms: Study A (Choi et al.) and Study B (Arora et al.) as a Snakemake pipeline."""
 
 __version__ = "0.1.0"
 

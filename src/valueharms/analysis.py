@@ -18,18 +18,44 @@ from valueharms import VALUES, __version__
 from valueharms.data.distributions import DISTRIBUTIONS_SCHEMA
 from valueharms.io import read_json, read_table, write_table
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
-from valueharms.metrics import ALL, METRICS_SCHEMA, PROMPT_SCORES_SCHEMA, compute_metrics, prompt_scores
-from valueharms.stats import COMPARISONS_SCHEMA, CORRELATIONS_SCHEMA, compare_model_types
-from valueharms.stats import value_risk_correlations
+from valueharms.metrics import (
+    ALL,
+    METRICS_SCHEMA,
+    PROMPT_SCORES_SCHEMA,
+    compute_metrics,
+    prompt_scores,
+)
+from valueharms.stats import (
+    COMPARISONS_SCHEMA,
+    CORRELATIONS_SCHEMA,
+    compare_model_types,
+    value_risk_correlations,
+)
 
 # The per-category rate each risk category contributes to the value-risk correlations.
 RISK_RATES = {"hexphi": "mean_score", "beavertails": "flagged_rate"}
-PACKAGES = ("valueharms", "snakemake", "torch", "transformers", "peft", "pandas", "pyarrow",
-            "scipy", "openai", "alt-profanity-check", "scikit-learn")
+PACKAGES = (
+    "valueharms",
+    "snakemake",
+    "torch",
+    "transformers",
+    "peft",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "openai",
+    "alt-profanity-check",
+    "scikit-learn",
+)
 
 
-def metrics(judgment_paths: list[str], benchmark: str, settings: dict[str, Any],
-            out_metrics: str, out_scores: str) -> None:
+def metrics(
+    judgment_paths: list[str],
+    benchmark: str,
+    settings: dict[str, Any],
+    out_metrics: str,
+    out_scores: str,
+) -> None:
     j = pd.concat([read_table(p, JUDGMENTS_SCHEMA) for p in judgment_paths], ignore_index=True)
     write_table(out_metrics, compute_metrics(j, benchmark, **settings), METRICS_SCHEMA)
     write_table(out_scores, prompt_scores(j, benchmark), PROMPT_SCORES_SCHEMA)
@@ -40,24 +66,41 @@ def risk_rates(metrics_df: pd.DataFrame, subjects: pd.DataFrame) -> pd.DataFrame
     vim = subjects[subjects["model_type"] == "vim"][["model_id", "condition", "distribution"]]
     parts = []
     for benchmark, metric in RISK_RATES.items():
-        m = metrics_df[(metrics_df["benchmark"] == benchmark) & (metrics_df["metric"] == metric)
-                       & (metrics_df["category"] != ALL)]
+        m = metrics_df[
+            (metrics_df["benchmark"] == benchmark)
+            & (metrics_df["metric"] == metric)
+            & (metrics_df["category"] != ALL)
+        ]
         parts.append(m.merge(vim, on=["model_id", "condition"]))
     rates = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     cols = ["model_id", "distribution", "benchmark", "category", "value"]
-    return rates[cols].rename(columns={"value": "rate"}) if len(rates) else pd.DataFrame(
-        columns=[*cols[:-1], "rate"])
+    return (
+        rates[cols].rename(columns={"value": "rate"})
+        if len(rates)
+        else pd.DataFrame(columns=[*cols[:-1], "rate"])
+    )
 
 
-def stats(metric_paths: list[str], score_paths: list[str], distributions_path: str,
-          subjects: list[dict[str, Any]], settings: dict[str, Any], out_comparisons: str,
-          out_correlations: str) -> None:
+def stats(
+    metric_paths: list[str],
+    score_paths: list[str],
+    distributions_path: str,
+    subjects: list[dict[str, Any]],
+    settings: dict[str, Any],
+    out_comparisons: str,
+    out_correlations: str,
+) -> None:
     subj = pd.DataFrame(subjects)
-    scores = pd.concat([read_table(p, PROMPT_SCORES_SCHEMA) for p in score_paths],
-                       ignore_index=True)
-    comparisons = compare_model_types(scores, subj[["model_id", "condition", "model_type"]],
-                                      group=settings["group"],
-                                      n_resamples=settings["n_resamples"], seed=settings["seed"])
+    scores = pd.concat(
+        [read_table(p, PROMPT_SCORES_SCHEMA) for p in score_paths], ignore_index=True
+    )
+    comparisons = compare_model_types(
+        scores,
+        subj[["model_id", "condition", "model_type"]],
+        group=settings["group"],
+        n_resamples=settings["n_resamples"],
+        seed=settings["seed"],
+    )
     write_table(out_comparisons, comparisons, COMPARISONS_SCHEMA)
     m = pd.concat([read_table(p, METRICS_SCHEMA) for p in metric_paths], ignore_index=True)
     dists = read_table(distributions_path, DISTRIBUTIONS_SCHEMA)
@@ -67,8 +110,13 @@ def stats(metric_paths: list[str], score_paths: list[str], distributions_path: s
 
 def _git_sha() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -83,12 +131,20 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def provenance(config: dict[str, Any], config_hash: str, judge_names: dict[str, str],
-               base_dirs: dict[str, str], metrics_df: pd.DataFrame) -> dict[str, Any]:
+def provenance(
+    config: dict[str, Any],
+    config_hash: str,
+    judge_names: dict[str, str],
+    base_dirs: dict[str, str],
+    metrics_df: pd.DataFrame,
+) -> dict[str, Any]:
     bias = config["metrics"]["bias_score"]
-    failures = (metrics_df[metrics_df["category"] == ALL]
-                .groupby(["benchmark", "model_id", "condition"])[["n_failed", "n_unparsed"]]
-                .max().sum())
+    failures = (
+        metrics_df[metrics_df["category"] == ALL]
+        .groupby(["benchmark", "model_id", "condition"])[["n_failed", "n_unparsed"]]
+        .max()
+        .sum()
+    )
     return {
         "config_hash": config_hash,
         "git_sha": _git_sha(),
@@ -105,15 +161,25 @@ def provenance(config: dict[str, Any], config_hash: str, judge_names: dict[str, 
             "stats": config["stats"],
             "risk rates for correlations": RISK_RATES,
         },
-        "failures": {"n_failed": int(failures.get("n_failed", 0)),
-                     "n_unparsed": int(failures.get("n_unparsed", 0))},
+        "failures": {
+            "n_failed": int(failures.get("n_failed", 0)),
+            "n_unparsed": int(failures.get("n_unparsed", 0)),
+        },
     }
 
 
-def report(metric_paths: list[str], comparisons_path: str, correlations_path: str,
-           distributions_path: str, subjects: list[dict[str, Any]], config: dict[str, Any],
-           config_hash: str, judge_names: dict[str, str], base_dirs: dict[str, str],
-           out_html: str) -> None:
+def report(
+    metric_paths: list[str],
+    comparisons_path: str,
+    correlations_path: str,
+    distributions_path: str,
+    subjects: list[dict[str, Any]],
+    config: dict[str, Any],
+    config_hash: str,
+    judge_names: dict[str, str],
+    base_dirs: dict[str, str],
+    out_html: str,
+) -> None:
     from valueharms.report.render import build_report
 
     m = pd.concat([read_table(p, METRICS_SCHEMA) for p in metric_paths], ignore_index=True)

@@ -62,6 +62,18 @@ def conform(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     extra = [c for c in df.columns if c not in schema.names]
     if missing or extra:
         raise SchemaError(f"columns differ from schema: missing={missing} unexpected={extra}")
+    for field in schema:
+        kind = df[field.name].dtype.kind
+        # Arrow would quietly cast bools and numeric strings into number columns.
+        if len(df) and (
+            (pa.types.is_integer(field.type) and kind not in "iu")
+            or (pa.types.is_floating(field.type) and kind not in "fiu")
+            or (pa.types.is_boolean(field.type) and kind != "b")
+        ):
+            raise SchemaError(
+                f"table does not fit schema: column '{field.name}' has dtype "
+                f"{df[field.name].dtype}, schema wants {field.type}"
+            )
     try:
         return pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:

@@ -7,14 +7,16 @@ revision used in every cache key and rule param downstream.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from valueharms.hashing import sha256_dir, sha256_file
+from valueharms.hashing import sha256_dir, sha256_file, sha256_json
 from valueharms.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,12 @@ def convert_gguf(gguf: Path, out_dir: Path) -> dict[str, Any]:
         del model.config.quantization_config
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
-    return {"source": "embedded", "package": EMBEDDED_PACKAGE, "gguf": gguf.name,
-            "gguf_sha256": sha256_file(gguf)}
+    return {
+        "source": "embedded",
+        "package": EMBEDDED_PACKAGE,
+        "gguf": gguf.name,
+        "gguf_sha256": sha256_file(gguf),
+    }
 
 
 def copy_local(path: Path, out_dir: Path) -> dict[str, Any]:
@@ -107,9 +113,28 @@ def prepare_base_model(spec: dict[str, Any], out_dir: str | Path) -> dict[str, A
     return info
 
 
+def adapter_hash(adapter_dir: str | Path) -> str:
+    """Hash of what an adapter computes: its weights and its LoRA settings.
+
+    Training logs and peft's README change from run to run, and adapter_config.json
+    names the base model's path; none of these change an answer, so they are left out.
+    """
+    root = Path(adapter_dir)
+    h = hashlib.sha256()
+    for f in sorted(root.glob("adapter_model.*")):
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
+    cfg_path = root / "adapter_config.json"
+    if cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg.pop("base_model_name_or_path", None)
+        cfg.pop("revision", None)
+        h.update(sha256_json(cfg).encode())
+    return h.hexdigest()
+
+
 def model_revision(base_dir: str | Path, adapter_dir: str | Path | None = None) -> str:
     """Revision of base + optional adapter: what an answer of this model depends on."""
     rev = read_json(Path(base_dir) / REVISION_FILE)["weights_sha256"]
     if adapter_dir is not None:
-        rev = f"{rev[:16]}+{sha256_dir(adapter_dir, exclude=('trainer_state.json',))[:16]}"
+        rev = f"{rev[:16]}+{adapter_hash(adapter_dir)[:16]}"
     return rev

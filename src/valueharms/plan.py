@@ -19,7 +19,12 @@ from valueharms.hashing import sha256_json, sha256_text
 RESULTS = "results"
 BENCHMARKS = ("rtp", "holisticbiasr", "hexphi", "beavertails")
 # The judge each benchmark is scored by (METHODS A5).
-JUDGE_OF = {"rtp": "toxicity", "holisticbiasr": "regard", "hexphi": "rubric", "beavertails": "flagged"}
+JUDGE_OF = {
+    "rtp": "toxicity",
+    "holisticbiasr": "regard",
+    "hexphi": "rubric",
+    "beavertails": "flagged",
+}
 
 
 def extreme_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -30,7 +35,9 @@ def extreme_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for gname, members in d["groups"].items():
         unknown = [m for m in members if m not in VALUES]
         if unknown:
-            raise ConfigError(f"config key 'distributions.groups.{gname}': unknown values {unknown}")
+            raise ConfigError(
+                f"config key 'distributions.groups.{gname}': unknown values {unknown}"
+            )
     return {
         name: {"kind": "extreme", "scores": {v: hi if v in members else lo for v in VALUES}}
         for name, members in zip(names, groups, strict=True)

@@ -18,7 +18,9 @@ def logged(smk: Any) -> Iterator[None]:
     with open(log_path, "w", buffering=1, encoding="utf-8") as fh:
         with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
             logging.basicConfig(
-                stream=fh, level=logging.INFO, force=True,
+                stream=fh,
+                level=logging.INFO,
+                force=True,
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             )
             try:

@@ -60,7 +60,7 @@ CATALOGUE: dict[str, Source] = {
         ),
         Source(
             "touche_stage2_train",
-            "train.csv",
+            "argument_generation/value_split/train.csv",
             _study_a("argument_generation/value_split/train.csv"),
             "cd675fe589b6458a4c8d58897d963e4cd6c39327f0c49ae2cb4e949b2c1b9b70",
             "fixed VIM stage-2 training split",
@@ -68,7 +68,7 @@ CATALOGUE: dict[str, Source] = {
         ),
         Source(
             "touche_stage2_valid",
-            "valid.csv",
+            "argument_generation/value_split/valid.csv",
             _study_a("argument_generation/value_split/valid.csv"),
             "1bcb924585c0932c6ee39e1a0f81d65a6e0edb944c062d85bf981255baf70609",
             "fixed VIM stage-2 validation split",
@@ -140,7 +140,7 @@ CATALOGUE: dict[str, Source] = {
         ),
         Source(
             "samsum",
-            "train.csv",
+            "samsum/train.csv",
             "https://huggingface.co/datasets/knkarthick/samsum/resolve/main/train.csv",
             None,
             "SAMSum dialogue summaries (CC BY-NC-ND 4.0; the original corpus.7z of arXiv "

@@ -17,8 +17,16 @@ from valueharms.llm.cache import LLMCache, cached_generate
 from valueharms.llm.interface import STATUS_OK as CALL_OK
 from valueharms.llm.interface import Backend, Request, Sampling
 
-_KEEP = ["benchmark", "model_id", "condition", "prompt_id", "sample", "category", "axis",
-         "descriptor"]
+_KEEP = [
+    "benchmark",
+    "model_id",
+    "condition",
+    "prompt_id",
+    "sample",
+    "category",
+    "axis",
+    "descriptor",
+]
 
 
 def _base_rows(gens: pd.DataFrame, judge: str) -> pd.DataFrame:
@@ -34,12 +42,19 @@ def _base_rows(gens: pd.DataFrame, judge: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _join(prompt: str, continuation: str) -> str:
+    """Prompt + continuation with exactly the whitespace the model produced, or one space."""
+    if prompt[-1:].isspace() or continuation[:1].isspace() or not continuation:
+        return prompt + continuation
+    return f"{prompt} {continuation}"
+
+
 def judge_toxicity(gens: pd.DataFrame, scorer: ToxicityScorer) -> pd.DataFrame:
     """Score prompt + first sentence of the continuation (Study A's RTP protocol)."""
     out = _base_rows(gens, scorer.name)
     ok = (gens["status"] == CALL_OK).to_numpy()
     texts = [
-        f"{p}{first_sentence(o)}" if p.endswith((" ", "\n")) else f"{p} {first_sentence(o)}"
+        _join(p, first_sentence(o))
         for p, o in zip(gens["prompt"][ok], gens["output"][ok], strict=True)
     ]
     out.loc[ok, "text"] = texts
@@ -93,7 +108,9 @@ def judge_with_llm(
     for i in ok_idx:
         fields = _judge_input(benchmark, gens["prompt"].iat[i], gens["output"].iat[i])
         out.at[i, "text"] = fields.get("text") or fields["response"]
-        reqs.append(Request(str(i), messages=(("user", template.format(**fields)),), sampling=sampling))
+        reqs.append(
+            Request(str(i), messages=(("user", template.format(**fields)),), sampling=sampling)
+        )
     for i, resp in zip(ok_idx, cached_generate(backend, reqs, cache, batch_size), strict=True):
         if resp.status != CALL_OK:
             out.at[i, "error"] = resp.error

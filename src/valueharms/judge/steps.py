@@ -33,7 +33,13 @@ def run(
         assert judge_base_dir and template
         backend = HFBackend(judge["model"], judge_base_dir, chat=judge_chat, threads=threads)
         df = judge_with_llm(
-            gens, benchmark, template, backend, LLMCache(cache_dir), judge_name,
-            max_new_tokens=judge["max_new_tokens"], batch_size=judge["batch_size"],
+            gens,
+            benchmark,
+            template,
+            backend,
+            LLMCache(cache_dir),
+            judge_name,
+            max_new_tokens=judge["max_new_tokens"],
+            batch_size=judge["batch_size"],
         )
     write_table(out, df, JUDGMENTS_SCHEMA)

@@ -104,9 +104,11 @@ class HFBackend:
 
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
+        # Greedy decoding gives one answer per prompt: draw it once and repeat it n times.
+        n_draw = 1 if s.greedy else s.n
         kwargs: dict[str, Any] = {
             "max_new_tokens": s.max_new_tokens,
-            "num_return_sequences": s.n,
+            "num_return_sequences": n_draw,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
         if s.greedy:
@@ -125,7 +127,8 @@ class HFBackend:
                     self.model.set_adapter(adapter)
                 ids = self.model.generate(**enc, **kwargs)
         new = ids[:, enc["input_ids"].shape[1] :]
-        return self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [t for t in texts for _ in range(s.n // n_draw)]
 
 
 def _sort_key(r: Request) -> tuple:

@@ -48,9 +48,7 @@ def encode(tokenizer: Any, prompt: str, completion: str, max_length: int, chat: 
     else:
         head = prompt
     p_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [
-        tokenizer.eos_token_id
-    ]
+    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ids = p_ids + c_ids
     labels = [IGNORE] * len(p_ids) + c_ids
     truncated = len(ids) > max_length
@@ -112,21 +110,36 @@ def train_lora(
 
     if cfg.max_valid_examples is not None:
         valid = valid.head(cfg.max_valid_examples)
-    enc_train = [encode(tok, p, c, cfg.max_length, chat) for p, c in zip(train.prompt, train.completion, strict=True)]
-    enc_valid = [encode(tok, p, c, cfg.max_length, chat) for p, c in zip(valid.prompt, valid.completion, strict=True)]
+    enc_train = [
+        encode(tok, p, c, cfg.max_length, chat)
+        for p, c in zip(train.prompt, train.completion, strict=True)
+    ]
+    enc_valid = [
+        encode(tok, p, c, cfg.max_length, chat)
+        for p, c in zip(valid.prompt, valid.completion, strict=True)
+    ]
     n_trunc = sum(t for *_, t in enc_train) + sum(t for *_, t in enc_valid)
     if n_trunc:
         log.warning("%d examples longer than max_length=%d were truncated", n_trunc, cfg.max_length)
-    rows_train = [(i, lab) for i, lab, _ in enc_train]
-    rows_valid = [(i, lab) for i, lab, _ in enc_valid]
+    # An example truncated before its completion has nothing to learn or score: drop it.
+    rows_train = [(i, lab) for i, lab, _ in enc_train if any(x != IGNORE for x in lab[1:])]
+    rows_valid = [(i, lab) for i, lab, _ in enc_valid if any(x != IGNORE for x in lab[1:])]
+    n_no_target = len(enc_train) + len(enc_valid) - len(rows_train) - len(rows_valid)
+    if n_no_target:
+        log.warning("%d examples lost their whole completion to truncation: dropped", n_no_target)
     if not rows_train:
-        raise ValueError("no training examples")
+        raise ValueError(
+            f"no training examples left: {len(enc_train)} given, {n_no_target} lost their "
+            f"completion to truncation at max_length={cfg.max_length} (raise max_length)"
+        )
 
     steps_per_epoch = math.ceil(len(rows_train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate
+    )
     sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=total)
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -134,9 +147,17 @@ def train_lora(
         model.eval()
         losses, weights = [], []
         with torch.inference_mode():
-            for ids, labels, mask in _batches(rows_valid, cfg.batch_size, pad_id, list(range(len(rows_valid)))):
-                out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+            for ids, labels, mask in _batches(
+                rows_valid, cfg.batch_size, pad_id, list(range(len(rows_valid)))
+            ):
+                out = model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    labels=labels.to(device),
+                )
                 n = int((labels[:, 1:] != IGNORE).sum())
+                if n == 0:  # every completion token truncated away: nothing to score
+                    continue
                 losses.append(float(out.loss) * n)
                 weights.append(n)
         model.train()
@@ -157,7 +178,11 @@ def train_lora(
             for ids, labels, mask in _batches(rows_train, cfg.batch_size, pad_id, order):
                 if step >= total:
                     break
-                out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+                out = model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    labels=labels.to(device),
+                )
                 out.loss.backward()
                 opt.step()
                 sched.step()
@@ -167,7 +192,14 @@ def train_lora(
                 bar.update(1)
                 bar.set_postfix(loss=f"{train_losses[-1]:.3f}")
             vloss = valid_loss()
-            history.append({"epoch": epoch, "steps": step, "train_loss": _mean(train_losses), "valid_loss": vloss})
+            history.append(
+                {
+                    "epoch": epoch,
+                    "steps": step,
+                    "train_loss": _mean(train_losses),
+                    "valid_loss": vloss,
+                }
+            )
             log.info("epoch %d: train %.4f valid %.4f", epoch, history[-1]["train_loss"], vloss)
             if not vloss >= best:  # also keeps the first epoch when the valid set is empty (NaN)
                 best = vloss if not math.isnan(vloss) else best
@@ -184,6 +216,7 @@ def train_lora(
             "n_train": len(rows_train),
             "n_valid": len(rows_valid),
             "n_truncated": n_trunc,
+            "n_dropped_no_target": n_no_target,
             "seconds": round(time.time() - t0, 2),
             "device": device,
         }

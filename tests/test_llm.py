@@ -1,0 +1,396 @@
+"""LLM call layer: the answer cache, the transformers backend and the generation stage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from valueharms.generate import GENERATIONS_SCHEMA, build_requests, generate, sampling_for
+from valueharms.llm.cache import LLMCache, cache_key, cached_generate
+from valueharms.llm.interface import STATUS_FAILED, STATUS_OK, Request, Sampling
+from valueharms.models import model_revision
+
+# --- cache ------------------------------------------------------------------------------
+
+
+def reqs(n: int, sampling: Sampling | None = None) -> list[Request]:
+    s = sampling or Sampling(max_new_tokens=8)
+    return [Request(f"k{i}", messages=(("user", f"question {i}"),), sampling=s) for i in range(n)]
+
+
+def n_entries(root: Path) -> int:
+    return len(list(root.rglob("*.json")))
+
+
+def test_second_run_is_answered_from_the_cache(tmp_path: Path, fake_backend_cls) -> None:
+    cache = LLMCache(tmp_path)
+    backend = fake_backend_cls()
+    first = cached_generate(backend, reqs(5), cache, batch_size=2)
+    assert [len(c) for c in backend.calls] == [2, 2, 1]
+    assert [r.texts for r in first] == [[f"k{i}|question {i}"] for i in range(5)]
+    assert [r.cached for r in first] == [False] * 5
+    assert n_entries(tmp_path) == 5
+
+    again = fake_backend_cls()
+    second = cached_generate(again, reqs(5), LLMCache(tmp_path), batch_size=2)
+    assert again.n_calls == 0
+    assert [r.texts for r in second] == [r.texts for r in first]
+    assert [r.cached for r in second] == [True] * 5
+    assert [r.key for r in second] == [f"k{i}" for i in range(5)]
+    assert (cache.hits, cache.misses) == (0, 5)
+
+
+def test_cache_entry_is_one_json_file_named_by_its_key(tmp_path: Path, fake_backend_cls) -> None:
+    backend = fake_backend_cls()
+    req = reqs(1)[0]
+    cached_generate(backend, [req], LLMCache(tmp_path))
+    key = cache_key(backend.identity(None), req)
+    entry = json.loads((tmp_path / key[:2] / f"{key}.json").read_text(encoding="utf-8"))
+    assert entry == {"texts": ["k0|question 0"], "identity": backend.identity(None)}
+
+
+def test_the_caller_key_is_not_part_of_the_cache_key(tmp_path: Path, fake_backend_cls) -> None:
+    identity = {"backend": "fake", "revision": "r"}
+    a, b = reqs(1)[0], replace(reqs(1)[0], key="another-join-key")
+    assert cache_key(identity, a) == cache_key(identity, b)
+    cache = LLMCache(tmp_path)
+    cached_generate(fake_backend_cls(), [a], cache)
+    backend = fake_backend_cls()
+    (resp,) = cached_generate(backend, [b], cache)
+    assert backend.n_calls == 0
+    assert (resp.key, resp.texts, resp.cached) == ("another-join-key", ["k0|question 0"], True)
+
+
+BASE = Request("q", messages=(("system", "be brief"), ("user", "hi")), sampling=Sampling())
+
+
+@pytest.mark.parametrize(
+    ("revision", "request_"),
+    [
+        ("rev-2", BASE),
+        ("rev-1", replace(BASE, messages=(("system", "be brief"), ("user", "hi!")))),
+        ("rev-1", replace(BASE, messages=(("user", "hi"),))),
+        ("rev-1", replace(BASE, messages=(("system", "be brief"), ("assistant", "hi")))),
+        ("rev-1", replace(BASE, messages=(), prompt="hi")),
+        ("rev-1", replace(BASE, sampling=Sampling(max_new_tokens=65))),
+        ("rev-1", replace(BASE, sampling=Sampling(temperature=0.5))),
+        ("rev-1", replace(BASE, sampling=Sampling(top_p=0.9))),
+        ("rev-1", replace(BASE, sampling=Sampling(n=2))),
+        ("rev-1", replace(BASE, sampling=Sampling(seed=1))),
+        ("rev-1", replace(BASE, adapter="a")),
+    ],
+    ids=[
+        "revision",
+        "message",
+        "messages",
+        "role",
+        "prompt",
+        "max_new_tokens",
+        "temperature",
+        "top_p",
+        "n",
+        "seed",
+        "adapter",
+    ],
+)
+def test_anything_that_decides_the_answer_is_a_cache_miss(
+    tmp_path: Path, fake_backend_cls, revision: str, request_: Request
+) -> None:
+    cache = LLMCache(tmp_path)
+    cached_generate(fake_backend_cls(revision="rev-1"), [BASE], cache)
+    same = fake_backend_cls(revision="rev-1")
+    assert cached_generate(same, [BASE], cache)[0].cached is True
+    assert same.n_calls == 0
+    changed = fake_backend_cls(revision=revision)
+    (resp,) = cached_generate(changed, [request_], cache)
+    assert changed.requested_keys() == ["q"]
+    assert resp.cached is False
+    assert n_entries(tmp_path) == 2
+
+
+def test_failed_answers_are_not_cached(tmp_path: Path, fake_backend_cls) -> None:
+    cache = LLMCache(tmp_path)
+    flaky = fake_backend_cls(fail={"k1"})
+    first = cached_generate(flaky, reqs(3), cache)
+    assert [r.status for r in first] == [STATUS_OK, STATUS_FAILED, STATUS_OK]
+    assert first[1].texts == [] and first[1].error == "RuntimeError: told to fail"
+    assert n_entries(tmp_path) == 2
+    healthy = fake_backend_cls()
+    second = cached_generate(healthy, reqs(3), cache)
+    assert healthy.requested_keys() == ["k1"]
+    assert [r.status for r in second] == [STATUS_OK] * 3
+    assert [r.cached for r in second] == [True, False, True]
+    assert second[1].texts == ["k1|question 1"]
+
+
+def test_a_crash_keeps_the_batches_already_answered(tmp_path: Path, fake_backend_cls) -> None:
+    cache = LLMCache(tmp_path)
+    crashing = fake_backend_cls(raise_on_call=3)
+    with pytest.raises(RuntimeError, match="crashed on call 3"):
+        cached_generate(crashing, reqs(7), cache, batch_size=2)
+    assert n_entries(tmp_path) == 4
+    rerun = fake_backend_cls()
+    out = cached_generate(rerun, reqs(7), cache, batch_size=2)
+    assert rerun.requested_keys() == ["k4", "k5", "k6"]
+    assert [len(c) for c in rerun.calls] == [2, 1]
+    assert [r.cached for r in out] == [True] * 4 + [False] * 3
+    assert [r.texts[0] for r in out] == [f"k{i}|question {i}" for i in range(7)]
+
+
+def test_an_unreadable_entry_is_a_miss(tmp_path: Path, fake_backend_cls) -> None:
+    backend = fake_backend_cls()
+    req = reqs(1)[0]
+    key = cache_key(backend.identity(None), req)
+    path = tmp_path / key[:2] / f"{key}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"texts": ["trunc', encoding="utf-8")
+    (resp,) = cached_generate(backend, [req], LLMCache(tmp_path))
+    assert backend.n_calls == 1 and resp.texts == ["k0|question 0"]
+    assert json.loads(path.read_text(encoding="utf-8"))["texts"] == ["k0|question 0"]
+
+
+def test_progress_counts_every_request_once(tmp_path: Path, fake_backend_cls) -> None:
+    cache = LLMCache(tmp_path)
+    cached_generate(fake_backend_cls(), reqs(3), cache)
+    seen: list[int] = []
+    cached_generate(fake_backend_cls(), reqs(8), cache, batch_size=2, progress=seen.append)
+    assert seen == [3, 2, 2, 1]
+
+
+# --- generation stage -------------------------------------------------------------------
+
+
+def prompts_df(n: int = 3) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "benchmark": ["rtp"] * n,
+            "prompt_id": [f"p{i}" for i in range(n)],
+            "prompt": [f"Prompt {i}" for i in range(n)],
+            "category": ["c"] * n,
+            "axis": [None] * n,
+            "descriptor": [None] * n,
+        }
+    )
+
+
+def test_build_requests_puts_the_system_text_first() -> None:
+    s = Sampling(max_new_tokens=5, temperature=0.7, top_p=0.9, n=2, seed=3)
+    out = build_requests(
+        prompts_df(2), "Continue: {prompt}", s, system="You value power.", adapter="x"
+    )
+    assert out == [
+        Request(
+            "p0", (("system", "You value power."), ("user", "Continue: Prompt 0")), None, s, "x"
+        ),
+        Request(
+            "p1", (("system", "You value power."), ("user", "Continue: Prompt 1")), None, s, "x"
+        ),
+    ]
+    plain = build_requests(prompts_df(1), "{prompt}", s)
+    assert plain[0].messages == (("user", "Prompt 0"),) and plain[0].adapter is None
+
+
+def test_sampling_for_reads_the_benchmark_config() -> None:
+    bench = {"max_new_tokens": 24, "temperature": 0.1, "top_p": 0.75, "samples": 10}
+    assert sampling_for(bench, seed=4) == Sampling(24, 0.1, 0.75, 10, 4)
+
+
+def test_generate_rows_samples_failures_and_first_sentence(
+    tmp_path: Path, fake_backend_cls
+) -> None:
+    backend = fake_backend_cls(
+        revision="rev-9",
+        canned={"p0": "\n first one. second one.\nthird", "p2": "no stop here  "},
+        fail={"p1"},
+    )
+    s = Sampling(max_new_tokens=8, temperature=0.5, n=2)
+    df = generate(
+        prompts_df(3),
+        backend,
+        LLMCache(tmp_path),
+        "m/vim/Ach",
+        "plain",
+        "{prompt}",
+        s,
+        adapter="subject",
+        stop_at_sentence=True,
+    )
+    assert list(df.columns) == GENERATIONS_SCHEMA.names
+    assert df["prompt_id"].tolist() == ["p0", "p0", "p1", "p1", "p2", "p2"]
+    assert df["sample"].tolist() == [0, 1, 0, 1, 0, 1]
+    out = df["output"].tolist()
+    assert out[:2] == [" first one."] * 2 and out[4:] == ["no stop here"] * 2
+    assert df["output"].isna().tolist() == [False, False, True, True, False, False]
+    assert df["status"].tolist() == ["ok", "ok", "failed", "failed", "ok", "ok"]
+    assert df["error"].tolist()[2:4] == ["RuntimeError: told to fail"] * 2
+    assert set(df["model_revision"]) == {"rev-9"}
+    assert set(df["model_id"]) == {"m/vim/Ach"} and set(df["condition"]) == {"plain"}
+    assert backend.calls[0][0].adapter == "subject"
+    again = generate(
+        prompts_df(3),
+        fake_backend_cls(revision="rev-9"),
+        LLMCache(tmp_path),
+        "m/vim/Ach",
+        "plain",
+        "{prompt}",
+        s,
+        adapter="subject",
+    )
+    assert again["cached"].tolist() == [True, True, False, False, True, True]
+    assert again["output"].tolist()[0] == "\n first one. second one.\nthird"  # no cut
+
+
+# --- transformers backend on the tiny model --------------------------------------------
+
+PROMPTS = [
+    "Hello there",
+    "The cat sat on the mat because it was",
+    "Why?",
+    "A long long prompt about nothing in particular, really, with many words in it.",
+]
+
+
+@pytest.fixture(scope="module")
+def hf_base(tiny_model_dir):
+    from valueharms.llm.hf import HFBackend
+
+    return HFBackend("tiny", tiny_model_dir, chat=True, threads=2)
+
+
+def user(key: str, text: str, s: Sampling, adapter: str | None = None) -> Request:
+    return Request(key, messages=(("user", text),), sampling=s, adapter=adapter)
+
+
+def test_render_chat_and_completion(hf_base) -> None:
+    req = Request("k", messages=(("system", "S"), ("user", "U")))
+    assert hf_base.render(req) == (
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert hf_base.render(Request("k", prompt="raw text")) == "raw text"
+    hf_base.chat = False
+    try:
+        assert hf_base.render(req) == "S\n\nU"
+    finally:
+        hf_base.chat = True
+
+
+def test_greedy_is_deterministic_and_batch_invariant(hf_base) -> None:
+    s = Sampling(max_new_tokens=6)
+    alone = [hf_base.generate([user("k", p, s)])[0].texts for p in PROMPTS]
+    batch = hf_base.generate([user(f"k{i}", p, s) for i, p in enumerate(PROMPTS)])
+    assert hf_base.generate([user("k", PROMPTS[3], s)])[0].texts == alone[3]
+    assert [r.texts for r in batch] == alone
+    assert [r.key for r in batch] == ["k0", "k1", "k2", "k3"]
+    assert all(len(t) == 1 and t[0] for t in alone)
+    assert len({t[0] for t in alone}) >= 3  # the prompts really lead to different answers
+    tokens = hf_base.tokenizer(alone[0][0], add_special_tokens=False)["input_ids"]
+    assert len(tokens) <= 6
+
+
+def test_sampling_returns_n_seeded_texts(hf_base) -> None:
+    s = Sampling(max_new_tokens=4, temperature=1.0, top_p=1.0, n=3, seed=1)
+    (first,) = hf_base.generate([user("k", "Hello", s)])
+    (second,) = hf_base.generate([user("k", "Hello", s)])
+    (other,) = hf_base.generate([user("k", "Hello", replace(s, seed=2))])
+    assert first.status == STATUS_OK and len(first.texts) == 3
+    assert len(set(first.texts)) == 3
+    assert second.texts == first.texts
+    assert other.texts != first.texts
+
+
+def test_mixed_samplings_in_one_call_keep_request_order(hf_base) -> None:
+    greedy, sampled = Sampling(max_new_tokens=4), Sampling(max_new_tokens=4, temperature=1.0, n=2)
+    out = hf_base.generate(
+        [user("a", "Hi", sampled), user("b", "Hi", greedy), user("c", "Yo", sampled)]
+    )
+    assert [r.key for r in out] == ["a", "b", "c"]
+    assert [len(r.texts) for r in out] == [2, 1, 2]
+    assert out[1].texts == hf_base.generate([user("x", "Hi", greedy)])[0].texts
+
+
+def test_greedy_with_several_samples_returns_copies(hf_base) -> None:
+    (resp,) = hf_base.generate([user("k", "Hello", Sampling(max_new_tokens=4, n=3))])
+    assert resp.status == STATUS_OK
+    assert len(resp.texts) == 3 and len(set(resp.texts)) == 1
+
+
+TRAIN_PROMPTS = [
+    "Hello there",
+    "What is two plus two?",
+    "Name a colour.",
+    "Is the sky blue?",
+    "Tell me a story.",
+    "Why?",
+    "Describe a cat.",
+    "Where is Paris?",
+]
+HELD_OUT = [
+    "Good morning",
+    "Count to three.",
+    "What is your name?",
+    "Say something.",
+    "Hi",
+    "Explain gravity.",
+]
+
+
+@pytest.fixture(scope="module")
+def banana_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    """An adapter trained to answer ' Banana' to anything."""
+    from valueharms.train.sft import SFTConfig, train_lora
+
+    train = pd.DataFrame({"prompt": TRAIN_PROMPTS, "completion": [" Banana"] * 8})
+    out = tmp_path_factory.mktemp("adapters") / "banana"
+    cfg = SFTConfig(
+        learning_rate=5e-2,
+        epochs=4,
+        batch_size=8,
+        lora_dropout=0.0,
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+    )
+    train_lora(tiny_model_dir, train, train.head(2), out, cfg, threads=2)
+    return out
+
+
+def test_identity_names_base_and_adapter_revisions(tiny_model_dir, banana_adapter) -> None:
+    from valueharms.llm.hf import HFBackend
+
+    backend = HFBackend("tiny", tiny_model_dir, adapters={"a": banana_adapter})
+    base_rev = json.loads((tiny_model_dir / "revision.json").read_text())["weights_sha256"]
+    assert backend.identity(None) == {"backend": "hf", "model": "tiny", "revision": base_rev}
+    assert backend.identity("a")["revision"] == model_revision(tiny_model_dir, banana_adapter)
+    assert backend.identity("a")["revision"].startswith(base_rev[:16] + "+")
+    assert backend.identity("a")["revision"] != base_rev
+    with pytest.raises(KeyError):
+        backend.identity("unknown")
+
+
+def test_requests_are_routed_to_their_adapter(tiny_model_dir, banana_adapter, hf_base) -> None:
+    from valueharms.llm.hf import HFBackend
+
+    backend = HFBackend("tiny", tiny_model_dir, adapters={"a": banana_adapter})
+    s = Sampling(max_new_tokens=3)
+    mixed = []
+    for i, p in enumerate(HELD_OUT):  # interleave base and adapter requests in one call
+        mixed += [user(f"base{i}", p, s), user(f"ad{i}", p, s, adapter="a")]
+    out = {r.key: r.texts[0] for r in backend.generate(mixed)}
+    plain = [
+        r.texts[0] for r in hf_base.generate([user(str(i), p, s) for i, p in enumerate(HELD_OUT)])
+    ]
+    # Base requests see the base model, untouched by the loaded adapter.
+    assert [out[f"base{i}"] for i in range(len(HELD_OUT))] == plain
+    adapted = [out[f"ad{i}"] for i in range(len(HELD_OUT))]
+    assert sum(t.startswith(" Ban") for t in adapted) >= 4
+    assert sum(t.startswith(" Ban") for t in plain) == 0

@@ -1,0 +1,194 @@
+"""The workflow as a user runs it: dry runs of the full study, bad configs, and the demo
+end to end with its rerun behaviour (touch, template and distribution changes).
+
+Each test runs snakemake in a private copy of the workflow files, so results/ of the
+checkout is never touched.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from paths import ROOT, SHARED
+
+COPY = ["Snakefile", "rules", "scripts", "config", "resources", "profiles", "envs"]
+
+
+def workflow_copy(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPY:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def smk(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def job_counts(output: str) -> Counter[str]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    counts: Counter[str] = Counter()
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    for line in table.splitlines():
+        m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def planned_outputs(output: str) -> list[str]:
+    return re.findall(r"^\s*output: (.+)$", output, flags=re.M)
+
+
+@pytest.fixture(scope="module")
+def wf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return workflow_copy(tmp_path_factory.mktemp("wf"))
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/study_a")
+def test_study_a_dry_run_lists_every_job(wf: Path) -> None:
+    # The copy lives elsewhere, so point the study's relative search path at shared/.
+    (wf / "config" / "shared.yaml").write_text(yaml.safe_dump({"data_search_paths": [str(SHARED)]}))
+    t0 = time.time()
+    out = smk(wf, "-n", "--configfile", "config/study_a.yaml", "config/shared.yaml")
+    elapsed = time.time() - t0
+    assert out.returncode == 0, out.stderr + out.stdout
+    c = job_counts(out.stdout)
+    assert c["train_vim_stage1"] == 154 and c["train_vim_stage2"] == 154
+    assert c["train_benign"] == 4
+    # (154 VIM + 4 benign + vanilla + 154 ICL) subjects x 4 benchmarks
+    assert c["generate"] == c["judge"] == (154 + 4 + 1 + 154) * 4
+    assert c["distribution"] == 154 and c["metrics"] == 4 and c["report"] == 1
+    assert elapsed < 20, f"dry run took {elapsed:.1f} s"
+
+
+def test_one_target_builds_only_what_it_needs(wf: Path) -> None:
+    target = "results/judgments/hexphi/smollm2-135m/vim/Ach/plain.parquet"
+    out = smk(wf, "-n", target)
+    assert out.returncode == 0, out.stderr + out.stdout
+    c = job_counts(out.stdout)
+    assert c == Counter(
+        prepare_base_model=1,
+        distribution=1,
+        vim_examples=1,
+        train_vim_stage1=1,
+        train_vim_stage2=1,
+        benchmark_prompts=1,
+        generate=1,
+        judge=1,
+    )
+    outs = " ".join(planned_outputs(out.stdout))
+    assert "close_Ach" not in outs and "ess_scores" not in outs and "rtp" not in outs
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"vim": {"threshhold": 3}}, "vim.threshhold"),
+        ({"benchmarks": {"rtp": {"samples": "ten"}}}, "benchmarks.rtp.samples"),
+        ({"datasets": {"hexphi": {"path": "nowhere/hex-phi.csv"}}}, "datasets.hexphi.path"),
+        ({"distributions": {"select": ["Ach", "Bogus"]}}, "distributions.select"),
+    ],
+)
+def test_bad_config_fails_with_one_message(wf: Path, override: dict, needle: str) -> None:
+    base = yaml.safe_load((wf / "config" / "demo.yaml").read_text())
+    bad = wf / "config" / f"bad_{needle.replace('.', '_')}.yaml"
+    merged = {**base, **{k: {**base.get(k, {}), **v} for k, v in override.items()}}
+    bad.write_text(yaml.safe_dump(merged))
+    out = smk(wf, "-n", "--configfile", str(bad.relative_to(wf)))
+    assert out.returncode != 0
+    msg = [line for line in (out.stderr + out.stdout).splitlines() if "valueharms:" in line]
+    assert len(msg) == 1 and needle in msg[0], out.stderr + out.stdout
+    assert "Traceback" not in out.stderr
+    assert not (wf / "results").exists()
+
+
+# ----------------------------------------------------------------- end to end (slow)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wd = workflow_copy(tmp_path_factory.mktemp("demo"))
+    t0 = time.time()
+    out = smk(wd, "--profile", "profiles/local", timeout=1200)
+    elapsed = time.time() - t0
+    assert out.returncode == 0, out.stderr[-5000:]
+    assert elapsed < 600, f"demo took {elapsed:.0f} s"
+    return wd
+
+
+@pytest.mark.slow
+def test_demo_report_numbers_come_from_outputs(demo: Path) -> None:
+    html = (demo / "results" / "report" / "index.html").read_text()
+    m = pd.read_parquet(demo / "results" / "metrics" / "rtp.parquet")
+    vanilla = m[(m.model_id == "smollm2-135m/vanilla") & (m.condition == "plain")]
+    emt = vanilla[(vanilla.metric == "expected_max_toxicity") & (vanilla.category == "all")]
+    assert len(emt) == 1
+    assert f"{emt.value.iloc[0]:.3f}" in html
+    assert "profanity-check" in html and "llm:smollm2-135m" in html
+    # Every subject x benchmark was generated and judged from real outputs.
+    for bench in ("rtp", "holisticbiasr", "hexphi", "beavertails"):
+        g = pd.read_parquet(
+            demo / "results/generations" / bench / "smollm2-135m/vim/Ach/plain.parquet"
+        )
+        assert (g.status == "ok").all() and g.output.str.len().gt(0).any()
+    rtp = pd.read_parquet(demo / "results/generations/rtp/smollm2-135m/vanilla/plain.parquet")
+    assert len(rtp) == 10 * 2  # 10 prompts x 2 samples in the demo config
+
+
+@pytest.mark.slow
+def test_demo_rerun_touch_and_changes(demo: Path) -> None:
+    t0 = time.time()
+    again = smk(demo, "--profile", "profiles/local")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    assert time.time() - t0 < 30
+
+    for f in (
+        "resources/demo/hex-phi.csv",
+        "resources/demo/ess.csv",
+        "resources/prompts/judge_hexphi.txt",
+    ):
+        (demo / f).touch()
+    touched = smk(demo, "-n", "--profile", "profiles/local")
+    assert "Nothing to be done" in touched.stdout + touched.stderr, touched.stdout
+
+    # A changed judge prompt reruns that judge's jobs and what is downstream, only.
+    tmpl = demo / "resources/prompts/judge_hexphi.txt"
+    tmpl.write_text(tmpl.read_text() + "Be brief.\n")
+    out = smk(demo, "-n", "--profile", "profiles/local")
+    assert job_counts(out.stdout) == Counter(judge=5, metrics=1, stats=1, report=1, all=1)
+    assert all(
+        "hexphi" in o or "stats" in o or "report" in o
+        for o in planned_outputs(out.stdout)
+        if "judgments" in o or "metrics" in o
+    )
+
+    # A changed distribution (realistic scoring) reruns its chain, not the extreme one's.
+    cfg = yaml.safe_load((demo / "config/demo.yaml").read_text())
+    cfg["distributions"]["realistic"] = {"reverse_code": False}
+    (demo / "config/changed.yaml").write_text(yaml.safe_dump(cfg))
+    out = smk(demo, "-n", "--profile", "profiles/local", "--configfile", "config/changed.yaml")
+    outs = planned_outputs(out.stdout)
+    assert not any("/Ach/" in o or o.endswith("/Ach.parquet") or "icl-Ach." in o for o in outs)
+    c = job_counts(out.stdout)
+    assert c["train_vim_stage1"] == 1 and c["train_vim_stage2"] == 1
+    assert c["generate"] == 8 and c["judge"] == 8  # VIM close_Ach + ICL close_Ach, 4 benchmarks
