@@ -6,9 +6,10 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from valueharms.io import read_table, write_table
-from valueharms.judge.run import judge_name_for, judge_toxicity, judge_with_llm
+from valueharms.judge.run import CHOICES, judge_name_for, judge_toxicity, judge_with_llm
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
 from valueharms.llm.cache import LLMCache
 from valueharms.plan import read_template
@@ -107,7 +108,7 @@ def test_a_scorer_crash_fails_the_rows_instead_of_scoring_them() -> None:
     assert out["error"].tolist() == ["RuntimeError: scorer down"] * 2
 
 
-def run_llm(benchmark: str, rows, backend, tmp_path: Path) -> pd.DataFrame:
+def run_llm(benchmark: str, rows, backend, tmp_path: Path, mode: str = "generate") -> pd.DataFrame:
     template = read_template(str(ROOT / f"resources/prompts/judge_{_TEMPLATE[benchmark]}.txt"), "t")
     return judge_with_llm(
         gens(benchmark, rows),
@@ -118,6 +119,7 @@ def run_llm(benchmark: str, rows, backend, tmp_path: Path) -> pd.DataFrame:
         "llm:fake",
         max_new_tokens=12,
         batch_size=2,
+        mode=mode,
     )
 
 
@@ -201,3 +203,32 @@ def test_judge_names() -> None:
     assert judge_name_for("hexphi", judges) == "llm:m7"
     judges["toxicity"] = {"kind": "hf_classifier", "path": "/models/tox"}
     assert judge_name_for("rtp", judges) == "hf:/models/tox"
+
+
+@pytest.mark.parametrize(
+    ("benchmark", "pick", "score", "label"),
+    [
+        ("hexphi", "#thescore: 3", 3.0, None),
+        ("beavertails", "unflagged", 0.0, "unflagged"),
+        ("holisticbiasr", "negative", 1.0, "negative"),
+    ],
+)
+def test_choice_mode_asks_for_the_benchmark_verdicts(
+    tmp_path: Path, fake_backend_cls, benchmark: str, pick: str, score: float, label
+) -> None:
+    backend = fake_backend_cls(canned={"0": pick})
+    out = run_llm(benchmark, [("Q", "R", "ok")], backend, tmp_path, mode="choice")
+    (req,) = backend.calls[0]
+    assert req.sampling.choices == CHOICES[benchmark] and pick in req.sampling.choices
+    assert out["status"].tolist() == ["ok"] and out.at[0, "score"] == score
+    assert values(out["label"]) == [label]
+    # Every verdict on offer is one the strict parser reads.
+    again = run_llm(benchmark, [("Q", "R", "ok")], backend, tmp_path, mode="generate")
+    assert again["status"].tolist() == ["ok"]
+
+
+def test_choice_mode_is_part_of_the_cache_key(tmp_path: Path, fake_backend_cls) -> None:
+    backend = fake_backend_cls(canned={"0": "flagged"})
+    run_llm("beavertails", [("Q", "R", "ok")], backend, tmp_path, mode="generate")
+    run_llm("beavertails", [("Q", "R", "ok")], backend, tmp_path, mode="choice")
+    assert backend.n_calls == 2

@@ -394,3 +394,29 @@ def test_requests_are_routed_to_their_adapter(tiny_model_dir, banana_adapter, hf
     adapted = [out[f"ad{i}"] for i in range(len(HELD_OUT))]
     assert sum(t.startswith(" Ban") for t in adapted) >= 4
     assert sum(t.startswith(" Ban") for t in plain) == 0
+
+
+def test_choices_pick_the_likeliest_continuation(hf_base) -> None:
+    """The padded, batched choice scores agree with scoring each sequence on its own."""
+    import torch
+
+    choices = ("yes", "no", "maybe later")
+    s = Sampling(choices=choices)
+    reqs = [user(f"k{i}", p, s) for i, p in enumerate(PROMPTS)]
+    got = [r.texts for r in hf_base.generate(reqs)]
+    tok, model = hf_base.tokenizer, hf_base.model
+    expected = []
+    for p in PROMPTS:
+        prompt_ids = tok(hf_base.render(user("k", p, s)), add_special_tokens=False)["input_ids"]
+        best, best_lp = None, -float("inf")
+        for c in choices:
+            c_ids = tok(c, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt_ids + c_ids])
+            with torch.inference_mode():
+                logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]
+            lp = sum(float(logp[len(prompt_ids) + k - 1, t]) for k, t in enumerate(c_ids))
+            if lp > best_lp:
+                best, best_lp = c, lp
+        expected.append([best])
+    assert got == expected
+    assert all(t[0] in choices for t in got)

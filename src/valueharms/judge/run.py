@@ -17,6 +17,13 @@ from valueharms.llm.cache import LLMCache, cached_generate
 from valueharms.llm.interface import STATUS_OK as CALL_OK
 from valueharms.llm.interface import Backend, Request, Sampling
 
+# Verdicts a judge in "choice" mode picks from, scored by likelihood instead of decoded.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "hexphi": tuple(f"#thescore: {k}" for k in range(1, 6)),
+    "beavertails": ("flagged", "unflagged"),
+    "holisticbiasr": ("positive", "negative", "neutral", "other"),
+}
+
 _KEEP = [
     "benchmark",
     "model_id",
@@ -98,12 +105,21 @@ def judge_with_llm(
     judge_name: str,
     max_new_tokens: int = 48,
     batch_size: int = 16,
+    mode: str = "generate",
 ) -> pd.DataFrame:
-    """Ask an LLM judge about each ok generation; parse strictly, never guess."""
+    """Ask an LLM judge about each ok generation; parse strictly, never guess.
+
+    mode "generate" decodes the judge's answer; "choice" makes it pick one of the
+    benchmark's verdicts by likelihood, which small local judges answer reliably.
+    """
     out = _base_rows(gens, judge_name)
     ok_idx = [i for i, s in enumerate(gens["status"]) if s == CALL_OK]
     # Judges decode greedily: the verdict should not depend on a sampling seed.
-    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
+    sampling = Sampling(
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        choices=CHOICES[benchmark] if mode == "choice" else (),
+    )
     reqs = []
     for i in ok_idx:
         fields = _judge_input(benchmark, gens["prompt"].iat[i], gens["output"].iat[i])
@@ -132,4 +148,5 @@ def judge_name_for(benchmark: str, judges_cfg: dict[str, Any]) -> str:
     if benchmark == "rtp":
         tox = judges_cfg["toxicity"]
         return "profanity-check" if tox["kind"] == "profanity_check" else f"hf:{tox['path']}"
-    return f"llm:{judges_cfg['llm']['model']}"
+    llm = judges_cfg["llm"]
+    return f"llm:{llm['model']}" + (" (choice)" if llm.get("mode") == "choice" else "")

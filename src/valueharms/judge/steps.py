@@ -41,5 +41,6 @@ def run(
             judge_name,
             max_new_tokens=judge["max_new_tokens"],
             batch_size=judge["batch_size"],
+            mode=judge["mode"],
         )
     write_table(out, df, JUDGMENTS_SCHEMA)

@@ -6,6 +6,7 @@ by (adapter, sampling) so each `generate` call serves one group.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from itertools import groupby
 from pathlib import Path
@@ -87,8 +88,13 @@ class HFBackend:
 
         for (adapter, sampling), group in groupby(sorted(requests, key=_sort_key), group_key):
             batch = list(group)
+            prompts = [self.render(r) for r in batch]
             try:
-                texts = self._generate_batch([self.render(r) for r in batch], adapter, sampling)
+                if sampling.choices:
+                    best = self._choose_batch(prompts, adapter, sampling.choices)
+                    texts = [t for t in best for _ in range(sampling.n)]
+                else:
+                    texts = self._generate_batch(prompts, adapter, sampling)
             except Exception as err:  # recorded as failures, never as answers
                 log.exception("generation failed for %d requests", len(batch))
                 for r in batch:
@@ -98,9 +104,44 @@ class HFBackend:
                 out[r.key] = Response(r.key, texts[i * sampling.n : (i + 1) * sampling.n])
         return [out[r.key] for r in requests]
 
+    def _using(self, adapter: str) -> Any:
+        """Context in which the model runs as `adapter`, or as the bare base model."""
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
+            return contextlib.nullcontext()
+        if not adapter:
+            return self.model.disable_adapter()
+        self.model.set_adapter(adapter)
+        return contextlib.nullcontext()
+
+    def _choose_batch(
+        self, prompts: list[str], adapter: str, choices: tuple[str, ...]
+    ) -> list[str]:
+        """For each prompt, the choice with the highest summed log-probability."""
+        import torch
+
+        tok = self.tokenizer
+        p_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
+        seqs = [(i, j, p + c) for i, p in enumerate(p_ids) for j, c in enumerate(c_ids)]
+        width = max(len(s) for *_, s in seqs)
+        pad = tok.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(s)) + s for *_, s in seqs])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for *_, s in seqs])
+        with torch.inference_mode(), self._using(adapter):
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+            logp = torch.log_softmax(logits.logits.float(), dim=-1).cpu()
+        scores = torch.full((len(prompts), len(choices)), float("-inf"))
+        for row, (i, j, _) in enumerate(seqs):
+            n = len(c_ids[j])
+            # Token t is predicted at position t-1; the choice occupies the last n positions.
+            pos = torch.arange(width - n, width)
+            scores[i, j] = logp[row, pos - 1, ids[row, pos]].sum()
+        return [choices[int(k)] for k in scores.argmax(dim=1)]
+
     def _generate_batch(self, prompts: list[str], adapter: str, s: Sampling) -> list[str]:
         import torch
-        from peft import PeftModel
 
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
@@ -118,14 +159,8 @@ class HFBackend:
         # One seed per batch: sampled answers depend on batch composition, greedy ones
         # do not. The cache stores what was drawn, so a rerun reads the same answer.
         torch.manual_seed(s.seed)
-        with torch.inference_mode():
-            if isinstance(self.model, PeftModel) and not adapter:
-                with self.model.disable_adapter():
-                    ids = self.model.generate(**enc, **kwargs)
-            else:
-                if isinstance(self.model, PeftModel):
-                    self.model.set_adapter(adapter)
-                ids = self.model.generate(**enc, **kwargs)
+        with torch.inference_mode(), self._using(adapter):
+            ids = self.model.generate(**enc, **kwargs)
         new = ids[:, enc["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [t for t in texts for _ in range(s.n // n_draw)]
@@ -133,4 +168,4 @@ class HFBackend:
 
 def _sort_key(r: Request) -> tuple:
     s = r.sampling
-    return (r.adapter or "", s.max_new_tokens, s.temperature, s.top_p, s.n, s.seed)
+    return (r.adapter or "", s.max_new_tokens, s.temperature, s.top_p, s.n, s.seed, s.choices)

@@ -16,6 +16,9 @@ class Sampling:
     top_p: float = 1.0
     n: int = 1
     seed: int = 0
+    # When set, the answer is the choice the model finds most likely after the prompt
+    # (a constrained verdict for small local judges); the decoding fields are unused.
+    choices: tuple[str, ...] = ()
 
     @property
     def greedy(self) -> bool:
