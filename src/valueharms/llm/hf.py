@@ -129,15 +129,23 @@ class HFBackend:
         pad = tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(s)) + s for *_, s in seqs])
         mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for *_, s in seqs])
+        # Only the positions that predict choice tokens need logits (a full-vocabulary
+        # tensor for every position would take GBs).
+        keep = max(len(c) for c in c_ids) + 1
         with torch.inference_mode(), self._using(adapter):
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
-            logp = torch.log_softmax(logits.logits.float(), dim=-1).cpu()
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                logits_to_keep=keep,
+            )
+            logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
         scores = torch.full((len(prompts), len(choices)), float("-inf"))
         for row, (i, j, _) in enumerate(seqs):
             n = len(c_ids[j])
-            # Token t is predicted at position t-1; the choice occupies the last n positions.
+            # Token t is predicted at position t-1; the choice occupies the last n positions,
+            # and logit k of the kept `keep` stands for position width - keep + k.
             pos = torch.arange(width - n, width)
-            scores[i, j] = logp[row, pos - 1, ids[row, pos]].sum()
+            scores[i, j] = logp[row, pos - 1 - (width - keep), ids[row, pos]].sum()
         return [choices[int(k)] for k in scores.argmax(dim=1)]
 
     def _generate_batch(self, prompts: list[str], adapter: str, s: Sampling) -> list[str]:
