@@ -118,34 +118,58 @@ class HFBackend:
     def _choose_batch(
         self, prompts: list[str], adapter: str, choices: tuple[str, ...]
     ) -> list[str]:
-        """For each prompt, the choice with the highest summed log-probability."""
+        """For each prompt, the choice with the highest summed log-probability.
+
+        The prompts are run once; every choice then continues from their cached keys and
+        values, so k choices cost one prompt pass plus k short ones, not k prompt passes.
+        """
         import torch
 
         tok = self.tokenizer
-        p_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
-        seqs = [(i, j, p + c) for i, p in enumerate(p_ids) for j, c in enumerate(c_ids)]
-        width = max(len(s) for *_, s in seqs)
+        n_c, width = len(c_ids), max(len(c) for c in c_ids)
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        p_mask = enc["attention_mask"].to(self.device)
         pad = tok.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(s)) + s for *_, s in seqs])
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for *_, s in seqs])
-        # Only the positions that predict choice tokens need logits (a full-vocabulary
-        # tensor for every position would take GBs).
-        keep = max(len(c) for c in c_ids) + 1
+        tail = torch.tensor([c + [pad] * (width - len(c)) for c in c_ids], device=self.device)
+        tail_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in c_ids])
         with torch.inference_mode(), self._using(adapter):
-            out = self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                logits_to_keep=keep,
+            # Positions count real tokens only, as generate() does with left padding.
+            first = self.model(
+                input_ids=enc["input_ids"].to(self.device),
+                attention_mask=p_mask,
+                position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
+                use_cache=True,
+                logits_to_keep=1,
             )
-            logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
-        scores = torch.full((len(prompts), len(choices)), float("-inf"))
-        for row, (i, j, _) in enumerate(seqs):
-            n = len(c_ids[j])
-            # Token t is predicted at position t-1; the choice occupies the last n positions,
-            # and logit k of the kept `keep` stands for position width - keep + k.
-            pos = torch.arange(width - n, width)
-            scores[i, j] = logp[row, pos - 1 - (width - keep), ids[row, pos]].sum()
+            logp_first = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
+            cache = first.past_key_values
+            cache.batch_repeat_interleave(n_c)
+            mask = torch.cat(
+                [
+                    p_mask.repeat_interleave(n_c, 0),
+                    tail_mask.to(self.device).repeat(len(prompts), 1),
+                ],
+                dim=1,
+            )
+            # Left padding: each row's positions continue from its own prompt length.
+            start = p_mask.sum(1).repeat_interleave(n_c).unsqueeze(1)
+            pos = start + torch.arange(width, device=self.device).unsqueeze(0)
+            rest = self.model(
+                input_ids=tail.repeat(len(prompts), 1),
+                attention_mask=mask,
+                past_key_values=cache,
+                position_ids=pos,
+            )
+            logp_rest = torch.log_softmax(rest.logits.float(), dim=-1).view(
+                len(prompts), n_c, width, -1
+            )
+        scores = torch.empty(len(prompts), n_c)
+        for j, c in enumerate(c_ids):
+            lp = logp_first[:, c[0]].cpu()
+            for k in range(1, len(c)):  # token k is predicted after tail token k-1
+                lp = lp + logp_rest[:, j, k - 1, c[k]].cpu()
+            scores[:, j] = lp
         return [choices[int(k)] for k in scores.argmax(dim=1)]
 
     def _generate_batch(self, prompts: list[str], adapter: str, s: Sampling) -> list[str]:
