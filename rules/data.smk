@@ -1,4 +1,19 @@
 # Data stage: datasets, value distributions, VIM examples, benchmark prompts.
+from valueharms.data.sources import expected_rows as _expected_rows
+from valueharms.data.sources import local_path, require_local
+
+# Optional: load distributions from a published table (Study A's extreme_distributions.csv
+# layout) instead of computing them; read defensively until the schema declares it.
+DIST_TABLE = config["distributions"].get("table")
+SUMMARY_DATA = {
+    **{name: DATA[name][0] for name in DATA},
+    **{
+        name: path
+        for name in ("advbench", "published_distributions")
+        if (path := local_path(name, config))
+    },
+}
+REALISTIC = any(s["kind"] == "realistic" for s in DISTS.values()) and not DIST_TABLE
 
 
 rule fetch_dataset:
@@ -37,6 +52,7 @@ rule ess_scores:
         runtime=res("data", "runtime"),
     params:
         reverse_code=config["distributions"]["realistic"]["reverse_code"],
+        expected_rows=_expected_rows("ess", config),
         code=code("data.distributions", "data.steps"),
     script:
         "../scripts/ess_scores.py"
@@ -46,9 +62,10 @@ rule distribution:
     input:
         ess_scores=lambda w: (
             "results/data/ess_scores.parquet"
-            if DISTS[w.dist]["kind"] == "realistic"
+            if DISTS[w.dist]["kind"] == "realistic" and not DIST_TABLE
             else []
         ),
+        table=DIST_TABLE or [],
     output:
         "results/data/distributions/{dist}.parquet",
     log:
@@ -67,9 +84,12 @@ rule distribution:
         "../scripts/distribution.py"
 
 
+# All distributions in one job (the per-distribution files above feed training; this table
+# feeds the statistics and the data checks, and is computed by the same library code).
 rule distributions:
     input:
-        [distribution_file(d) for d in DISTS],
+        ess_scores="results/data/ess_scores.parquet" if REALISTIC else [],
+        table=DIST_TABLE or [],
     output:
         "results/data/distributions.parquet",
     log:
@@ -82,9 +102,10 @@ rule distributions:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
     params:
-        code=code("data.steps"),
+        specs=DISTS,
+        code=code("data.distributions", "data.steps"),
     script:
-        "../scripts/combine_distributions.py"
+        "../scripts/distributions_table.py"
 
 
 rule vim_examples:
@@ -136,6 +157,7 @@ rule benchmark_prompts:
         n=lambda w: config["benchmarks"][w.benchmark]["n_prompts"],
         mode=lambda w: config["benchmarks"][w.benchmark]["subsample"],
         seed=config["benchmarks"]["seed"],
+        expected_rows=lambda w: _expected_rows(w.benchmark, config),
         code=code("data.benchmarks", "data.steps"),
     script:
         "../scripts/benchmark_prompts.py"
@@ -160,6 +182,93 @@ rule benign_examples:
         seed=config["benign"]["train"]["seed"],
         max_examples=config["benign"]["train"]["max_train_examples"],
         exclude_categories=config["benign"]["dolly_exclude_categories"],
+        expected_rows=lambda w: _expected_rows(w.name, config),
+        valid_expected_rows=_expected_rows("grammar_valid", config),
         code=code("data.benign", "data.steps"),
     script:
         "../scripts/benign_examples.py"
+
+
+rule advbench_prompts:
+    input:
+        lambda w: require_local("advbench", config),
+    output:
+        "results/data/benchmarks/advbench.parquet",
+    log:
+        "logs/data/benchmark_advbench.log",
+    benchmark:
+        "benchmarks/data/benchmark_advbench.tsv"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
+    params:
+        expected_rows=_expected_rows("advbench", config),
+        code=code("data.benchmarks", "data.steps"),
+    script:
+        "../scripts/advbench_prompts.py"
+
+
+# Example counts of every distribution's VIM table, computed in one job from the same
+# split code the per-distribution vim_examples jobs run (tests check both agree).
+rule vim_split_sizes:
+    input:
+        distributions="results/data/distributions.parquet",
+        touche=dataset("touche") if "touche" in DATA else [],
+        stage2_train=(
+            dataset("touche_stage2_train") if "touche_stage2_train" in DATA else []
+        ),
+        stage2_valid=(
+            dataset("touche_stage2_valid") if "touche_stage2_valid" in DATA else []
+        ),
+    output:
+        "results/data/vim_split_sizes.parquet",
+    log:
+        "logs/data/vim_split_sizes.log",
+    benchmark:
+        "benchmarks/data/vim_split_sizes.tsv"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
+    params:
+        threshold=config["vim"]["threshold"],
+        strategy=config["vim"]["strategy"],
+        seed=config["vim"]["seed"],
+        code=code("data.vim", "data.steps"),
+    script:
+        "../scripts/vim_split_sizes.py"
+
+
+# Rows in / dropped (with reasons) / out of every dataset; docs/data.md is checked
+# against it.
+rule data_summary:
+    input:
+        data=list(SUMMARY_DATA.values()),
+        distributions="results/data/distributions.parquet",
+        split_sizes=("results/data/vim_split_sizes.parquet" if "touche" in DATA else []),
+    output:
+        "results/data/summary.json",
+    log:
+        "logs/data/summary.log",
+    benchmark:
+        "benchmarks/data/summary.tsv"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
+    params:
+        names=list(SUMMARY_DATA),
+        config={
+            "distributions": config["distributions"],
+            "benign": config["benign"],
+            "datasets": config["datasets"],
+        },
+        code=code(
+            "data.summary", "data.benchmarks", "data.benign", "data.vim", "data.steps"
+        ),
+    script:
+        "../scripts/data_summary.py"

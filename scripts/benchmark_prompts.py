@@ -10,4 +10,5 @@ with logged(smk):
         smk.params.mode,
         smk.params.seed,
         smk.output[0],
+        smk.params.expected_rows,
     )

@@ -11,4 +11,6 @@ with logged(smk):
         smk.params.max_examples,
         list(smk.params.exclude_categories),
         smk.output[0],
+        smk.params.expected_rows,
+        smk.params.valid_expected_rows,
     )

@@ -17,6 +17,7 @@ from valueharms.data.benchmarks import (
     load_rtp,
     subsample,
 )
+from valueharms.data.sources import DataError
 from valueharms.io import conform, read_table, write_table
 
 DEMO_FILES = {
@@ -67,8 +68,13 @@ def test_rtp_quoted_multiline_and_na_text(tmp_path):
 
 def test_holisticbiasr_jsonl_and_text_columns(tmp_path):
     rows = [
-        {"axis": "age", "descriptor": "young", "text": "I'm a young person and I", "extra": 1},
-        {"axis": "age", "descriptor": "old", "text": "The old man", "extra": 2},
+        {
+            "axis": "age",
+            "bucket": "young",
+            "descriptor": "young",
+            "text": "I'm a young person and I",
+        },
+        {"axis": "age", "bucket": "old", "descriptor": "old", "text": "The old man", "extra": 2},
     ]
     path = tmp_path / "hbr.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -83,14 +89,14 @@ def test_holisticbiasr_jsonl_and_text_columns(tmp_path):
     assert load_holisticbiasr(csv_path)["prompt"].tolist() == ["p"]
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"axis": ["a"], "sentence": ["p"]}).to_csv(bad, index=False)
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError, match="datasets.holisticbiasr.path"):
         load_holisticbiasr(bad)
 
 
 def test_load_benchmark_names():
     assert len(load_benchmark("HEx-PHI", DEMO / "hex-phi.csv")) == 10
     with pytest.raises(ValueError):
-        load_benchmark("advbench", DEMO / "hex-phi.csv")
+        load_benchmark("nosuch", DEMO / "hex-phi.csv")
 
 
 # --- subsampling ---------------------------------------------------------------------

@@ -14,6 +14,9 @@ from valueharms import VALUES
 from valueharms.data.distributions import (
     DEFAULT_GROUPS,
     DISTRIBUTIONS_SCHEMA,
+    DROP_BLANK,
+    DROP_MISSING_CODE,
+    DROP_OUT_OF_RANGE,
     ESS_ITEMS,
     ESS_SCORES_SCHEMA,
     SHORT_NAMES,
@@ -118,7 +121,12 @@ def test_score_ess_drops_invalid_rows():
         ]
     )
     scores, counts = score_ess(ess)
-    assert counts == {"n_in": 8, "n_dropped_invalid": 6, "n_out": 2}
+    assert counts == {
+        "n_in": 8,
+        "n_dropped_invalid": 6,
+        "n_out": 2,
+        "dropped": {DROP_BLANK: 1, DROP_MISSING_CODE: 4, DROP_OUT_OF_RANGE: 1},
+    }
     assert scores["respondent_id"].tolist() == ["0-1", "6-1"]
     assert scores.loc[0, "Security"] == 5.0 and scores.loc[1, "Security"] == 1.0
     assert list(scores.columns) == ESS_SCORES_SCHEMA.names
@@ -230,7 +238,12 @@ def test_demo_table_has_154_unique_rows(tmp_path):
 
 def test_shared_table_has_154_unique_rows():
     scores, counts = score_ess(read_ess(shared("ess.csv")))
-    assert counts == {"n_in": 22190, "n_dropped_invalid": 1603, "n_out": 20587}
+    assert counts == {
+        "n_in": 22190,
+        "n_dropped_invalid": 1603,
+        "n_out": 20587,
+        "dropped": {DROP_MISSING_CODE: 1603},
+    }
     ext = extreme_distributions()
     real = realistic_distributions(ext, scores, k=10)
     table = pd.concat([ext, real], ignore_index=True)

@@ -7,14 +7,17 @@ rerun on a larger subsample) keeps the ids of the prompts it shares with another
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from valueharms.data.sources import LoadReport, check_rows, require_columns, require_file
 
 PROMPTS_SCHEMA: pa.Schema = pa.schema(
     [
@@ -36,13 +39,16 @@ def _frame(
     category: list[str] | None = None,
     axis: list[str] | None = None,
     descriptor: list[str] | None = None,
+    rows: list[int] | None = None,
 ) -> pd.DataFrame:
+    """PROMPTS_SCHEMA frame; ids number the source rows (`rows`, default 0..n-1)."""
     n = len(prompts)
     none = [None] * n
+    rows = list(range(n)) if rows is None else rows
     return pd.DataFrame(
         {
             "benchmark": [benchmark] * n,
-            "prompt_id": [f"{benchmark}-{i:06d}" for i in range(n)],
+            "prompt_id": [f"{benchmark}-{i:06d}" for i in rows],
             "prompt": prompts,
             "category": category if category is not None else none,
             "axis": axis if axis is not None else none,
@@ -52,80 +58,186 @@ def _frame(
     )
 
 
-def _read_csv(path: str | os.PathLike[str], needed: list[str]) -> pd.DataFrame:
+def _report(name: str, path: str | os.PathLike[str], report: LoadReport | None) -> LoadReport:
+    return report if report is not None else LoadReport(name, str(path))
+
+
+def _read_csv(
+    name: str, path: str | os.PathLike[str], needed: list[str], expected_rows: int | None
+) -> pd.DataFrame:
+    require_file(name, path)
     # keep_default_na=False: a prompt that reads "NA" or "None" is text, not missing.
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    absent = [c for c in needed if c not in df.columns]
-    if absent:
-        raise ValueError(f"{path}: missing columns {absent}")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    require_columns(name, path, list(df.columns), needed)
+    check_rows(name, path, len(df), expected_rows)
     return df
 
 
-def load_rtp(path: str | os.PathLike[str]) -> pd.DataFrame:
+def _drop_empty(df: pd.DataFrame, columns: list[str], rep: LoadReport) -> pd.DataFrame:
+    """Drop (and count) rows whose `columns` are blank; the first blank column names why."""
+    keep = pd.Series(True, index=df.index)
+    for col in columns:
+        blank = keep & df[col].str.strip().eq("")
+        rep.drop(f"empty {col}", int(blank.sum()))
+        keep &= ~blank
+    return df[keep]
+
+
+def load_rtp(
+    path: str | os.PathLike[str],
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
+) -> pd.DataFrame:
     """RealToxicityPrompts texts: one csv-quoted prompt per record, no header.
 
     Records may span lines (quoted newlines), so ids count records, not lines; that is the
-    row order Study A used (pandas `read_csv(header=None)`, first 3000 rows).
+    row order Study A used (pandas `read_csv(header=None)`, first 3000 rows). A record with
+    more than one field or an empty text is dropped and counted.
     """
+    require_file("rtp", path)
     with open(path, newline="", encoding="utf-8") as fh:
         records = [r for r in csv.reader(fh) if r]
-    bad = [i for i, r in enumerate(records) if len(r) != 1]
-    if bad:
-        raise ValueError(f"{path}: records {bad[:5]} have more than one field")
-    return _frame("rtp", [r[0] for r in records])
+    check_rows("rtp", path, len(records), expected_rows)
+    rep = _report("rtp", path, report)
+    rep.rows_in = len(records)
+    multi = [i for i, r in enumerate(records) if len(r) != 1]
+    rep.drop("record has more than one field", len(multi))
+    ok = [i for i, r in enumerate(records) if len(r) == 1]
+    empty = [i for i in ok if not records[i][0].strip()]
+    rep.drop("empty prompt", len(empty))
+    keep = sorted(set(ok) - set(empty))
+    rep.close(len(keep))
+    return _frame("rtp", [records[i][0] for i in keep], rows=keep)
 
 
-def load_hexphi(path: str | os.PathLike[str]) -> pd.DataFrame:
+def load_hexphi(
+    path: str | os.PathLike[str],
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
+) -> pd.DataFrame:
     """HEx-PHI: columns category,prompt (330 prompts, 11 categories)."""
-    df = _read_csv(path, ["category", "prompt"])
-    return _frame("hexphi", df["prompt"].tolist(), category=df["category"].tolist())
-
-
-def load_beavertails(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """BeaverTails-Evaluation: columns ,prompt,category,category_id (700 prompts, 14 cats)."""
-    df = _read_csv(path, ["prompt", "category"])
-    return _frame("beavertails", df["prompt"].tolist(), category=df["category"].tolist())
-
-
-def load_holisticbiasr(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """HolisticBiasR (ROBBIE, Esiobu et al. 2023) prompts from CSV or JSON lines.
-
-    Needs axis, descriptor and the text in prompt_text (the public release's name), text
-    or prompt, looked up in that order.
-    """
-    p = Path(path)
-    if p.suffix.lower() in {".jsonl", ".json"}:
-        df = pd.read_json(p, lines=p.suffix.lower() == ".jsonl", dtype=False)
-    else:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    text_col = next((c for c in _HBR_TEXT_COLUMNS if c in df.columns), None)
-    absent = [c for c in ("axis", "descriptor") if c not in df.columns]
-    if text_col is None or absent:
-        raise ValueError(
-            f"{path}: need axis, descriptor and one of {_HBR_TEXT_COLUMNS}; have {list(df.columns)}"
-        )
+    df = _read_csv("hexphi", path, ["category", "prompt"], expected_rows)
+    rep = _report("hexphi", path, report)
+    rep.rows_in = len(df)
+    df = _drop_empty(df, ["prompt", "category"], rep)
+    rep.close(len(df))
     return _frame(
-        "holisticbiasr",
-        df[text_col].astype(str).tolist(),
-        axis=df["axis"].astype(str).tolist(),
-        descriptor=df["descriptor"].astype(str).tolist(),
+        "hexphi", df["prompt"].tolist(), category=df["category"].tolist(), rows=df.index.tolist()
     )
 
 
-LOADERS: dict[str, Callable[[str | os.PathLike[str]], pd.DataFrame]] = {
+def load_beavertails(
+    path: str | os.PathLike[str],
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
+) -> pd.DataFrame:
+    """BeaverTails-Evaluation: columns ,prompt,category,category_id (700 prompts, 14 cats)."""
+    df = _read_csv("beavertails", path, ["prompt", "category"], expected_rows)
+    rep = _report("beavertails", path, report)
+    rep.rows_in = len(df)
+    df = _drop_empty(df, ["prompt", "category"], rep)
+    rep.close(len(df))
+    return _frame(
+        "beavertails",
+        df["prompt"].tolist(),
+        category=df["category"].tolist(),
+        rows=df.index.tolist(),
+    )
+
+
+def load_advbench(
+    path: str | os.PathLike[str],
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
+) -> pd.DataFrame:
+    """AdvBench harmful_behaviors.csv: columns goal,target (520 behaviours); prompt = goal."""
+    df = _read_csv("advbench", path, ["goal", "target"], expected_rows)
+    rep = _report("advbench", path, report)
+    rep.rows_in = len(df)
+    df = _drop_empty(df, ["goal"], rep)
+    rep.close(len(df))
+    return _frame("advbench", df["goal"].tolist(), rows=df.index.tolist())
+
+
+def load_holisticbiasr(
+    path: str | os.PathLike[str],
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
+) -> pd.DataFrame:
+    """HolisticBiasR (ROBBIE, Esiobu et al. 2023) prompts from JSON lines (or CSV).
+
+    Each record needs axis, bucket, descriptor and the text in prompt_text (the public
+    release's name), prompt or text, looked up in that order; the bucket goes to the
+    `category` column. A JSONL line that is not a JSON object, or a record lacking a field or
+    with an empty one, is dropped and counted. CSV files (our demo fixture) may omit bucket.
+    """
+    require_file("holisticbiasr", path)
+    p = Path(path)
+    rep = _report("holisticbiasr", path, report)
+    if p.suffix.lower() == ".csv":
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        records: list[dict[str, Any] | None] = df.to_dict("records")
+        have = list(df.columns)
+    else:
+        records = []
+        with open(p, encoding="utf-8-sig") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    obj = None
+                records.append(obj if isinstance(obj, dict) else None)
+        have = sorted({k for r in records if r for k in r})
+    text_col = next((c for c in _HBR_TEXT_COLUMNS if c in have), None)
+    needed = ["axis", "descriptor"] + ([] if p.suffix.lower() == ".csv" else ["bucket"])
+    if text_col is None:
+        needed.append("prompt_text")
+    require_columns("holisticbiasr", path, have, needed)
+    check_rows("holisticbiasr", path, len(records), expected_rows)
+    rep.rows_in = len(records)
+    fields = [text_col, *needed]
+    keep: list[int] = []
+    for i, r in enumerate(records):
+        if r is None:
+            rep.drop("line is not a JSON object", 1)
+        elif any(not isinstance(r.get(f), str) or not r[f].strip() for f in fields):
+            rep.drop("missing or empty prompt/axis/bucket/descriptor", 1)
+        else:
+            keep.append(i)
+    rep.close(len(keep))
+    good = [records[i] for i in keep]
+    return _frame(
+        "holisticbiasr",
+        [r[text_col] for r in good],  # type: ignore[index]
+        category=[r.get("bucket") for r in good] if "bucket" in needed else None,  # type: ignore[union-attr]
+        axis=[r["axis"] for r in good],  # type: ignore[index]
+        descriptor=[r["descriptor"] for r in good],  # type: ignore[index]
+        rows=keep,
+    )
+
+
+LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
     "rtp": load_rtp,
     "holisticbiasr": load_holisticbiasr,
     "hexphi": load_hexphi,
     "beavertails": load_beavertails,
+    "advbench": load_advbench,
 }
 
 
-def load_benchmark(name: str, path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Load benchmark `name` (rtp, holisticbiasr, hexphi, beavertails) from `path`."""
+def load_benchmark(
+    name: str,
+    path: str | os.PathLike[str],
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
+) -> pd.DataFrame:
+    """Load benchmark `name` (rtp, holisticbiasr, hexphi, beavertails, advbench)."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in LOADERS:
         raise ValueError(f"unknown benchmark {name!r}; known: {sorted(LOADERS)}")
-    return LOADERS[key](path)
+    return LOADERS[key](path, expected_rows=expected_rows, report=report)
 
 
 def subsample(

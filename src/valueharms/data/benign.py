@@ -16,6 +16,14 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from valueharms.data.sources import (
+    DataError,
+    LoadReport,
+    check_rows,
+    require_columns,
+    require_file,
+)
+
 BENIGN_SCHEMA: pa.Schema = pa.schema(
     [
         pa.field("split", pa.string(), nullable=False),
@@ -50,82 +58,189 @@ def _frame(rows: list[dict[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
-def _read_json_records(path: PathLike) -> list[dict[str, Any]]:
-    """A JSON list of objects, or JSON Lines (one object per non-blank line)."""
+def _read_json_records(name: str, path: PathLike) -> list[dict[str, Any] | None]:
+    """A JSON list of objects, or JSON Lines (one object per non-blank line).
+
+    A JSONL line that does not parse to an object comes back as None (a malformed row for
+    the caller to count); a JSON list that does not parse stops with a DataError.
+    """
+    require_file(name, path)
     text = Path(path).read_text(encoding="utf-8-sig")
     stripped = text.lstrip()
     if stripped.startswith("["):
-        records = json.loads(stripped)
-    else:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if not all(isinstance(r, dict) for r in records):
-        raise ValueError(f"{path}: expected JSON objects")
-    return records
+        try:
+            records = json.loads(stripped)
+        except json.JSONDecodeError as err:
+            raise DataError(f"datasets.{name}.path: {path} is not valid JSON: {err}") from err
+        return [r if isinstance(r, dict) else None for r in records]
+    out: list[dict[str, Any] | None] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            obj = None
+        out.append(obj if isinstance(obj, dict) else None)
+    return out
 
 
-def load_alpaca(path: PathLike, id_prefix: str = "alpaca") -> pd.DataFrame:
+def _records(
+    name: str,
+    path: PathLike,
+    records: list[dict[str, Any] | None],
+    needed: list[str],
+    nonempty: list[str],
+    expected_rows: int | None,
+    report: LoadReport | None,
+) -> tuple[list[tuple[int, dict[str, Any]]], LoadReport]:
+    """(source index, record) of the well-formed records; the rest counted in the report."""
+    require_columns(name, path, sorted({k for r in records if r for k in r}), needed)
+    check_rows(name, path, len(records), expected_rows)
+    rep = report if report is not None else LoadReport(name, str(path))
+    rep.rows_in = len(records)
+    good: list[tuple[int, dict[str, Any]]] = []
+    for i, r in enumerate(records):
+        if r is None:
+            rep.drop("not a JSON object", 1)
+        elif any(f not in r for f in needed):
+            rep.drop(f"lacks one of {needed}", 1)
+        elif any(not _text(r.get(f)).strip() for f in nonempty):
+            rep.drop(f"empty {' or '.join(nonempty)}", 1)
+        else:
+            good.append((i, r))
+    return good, rep
+
+
+def load_alpaca(
+    path: PathLike,
+    id_prefix: str = "alpaca",
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
+) -> pd.DataFrame:
     """Alpaca JSON list of {instruction, input, output}; ids number the source items."""
+    records = _read_json_records("alpaca", path)
+    good, rep = _records(
+        "alpaca",
+        path,
+        records,
+        ["instruction", "output"],
+        ["instruction", "output"],
+        expected_rows,
+        report,
+    )
     rows = [
         {
             "example_id": f"{id_prefix}-{i}",
             "prompt": _join(r.get("instruction"), r.get("input")),
             "completion": _text(r.get("output")),
         }
-        for i, r in enumerate(_read_json_records(path))
+        for i, r in good
     ]
+    rep.close(len(rows))
     return _frame(rows)
 
 
 def load_dolly(
-    path: PathLike, exclude_categories: Iterable[str] = (), id_prefix: str = "dolly"
+    path: PathLike,
+    exclude_categories: Iterable[str] = (),
+    id_prefix: str = "dolly",
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
 ) -> pd.DataFrame:
     """Dolly JSONL of {instruction, context, response, category}, minus excluded categories.
 
     Ids number the source lines before exclusion, so they are stable under any exclusion.
+    Excluded rows are counted in the report under their own reason.
     """
     excluded = set(exclude_categories)
+    records = _read_json_records("dolly", path)
+    good, rep = _records(
+        "dolly",
+        path,
+        records,
+        ["instruction", "response", "category"],
+        ["instruction", "response"],
+        expected_rows,
+        report,
+    )
+    kept = [(i, r) for i, r in good if _text(r.get("category")) not in excluded]
+    rep.drop(f"category excluded {sorted(excluded)}", len(good) - len(kept))
     rows = [
         {
             "example_id": f"{id_prefix}-{i}",
             "prompt": _join(r.get("instruction"), r.get("context")),
             "completion": _text(r.get("response")),
         }
-        for i, r in enumerate(_read_json_records(path))
-        if _text(r.get("category")) not in excluded
+        for i, r in kept
     ]
+    rep.close(len(rows))
     return _frame(rows)
 
 
-def load_grammar(path: PathLike, id_prefix: str = "grammar") -> pd.DataFrame:
+def load_grammar(
+    path: PathLike,
+    id_prefix: str = "grammar",
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
+    name: str = "grammar",
+) -> pd.DataFrame:
     """Grammar CSV with columns input,target (the real files start with a UTF-8 BOM)."""
+    require_file(name, path)
     df = pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False)
-    missing = {"input", "target"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    require_columns(name, path, list(df.columns), ["input", "target"])
+    check_rows(name, path, len(df), expected_rows)
+    rep = report if report is not None else LoadReport(name, str(path))
+    rep.rows_in = len(df)
+    empty = df["input"].str.strip().eq("") | df["target"].str.strip().eq("")
+    rep.drop("empty input or target", int(empty.sum()))
+    df = df[~empty]
+    rep.close(len(df))
     return pd.DataFrame(
         {
-            "example_id": [f"{id_prefix}-{i}" for i in range(len(df))],
+            "example_id": [f"{id_prefix}-{i}" for i in df.index],
             "prompt": GRAMMAR_INSTRUCTION + df["input"].str.strip(),
             "completion": df["target"].str.strip(),
         },
         columns=_COLUMNS,
-    )
+    ).reset_index(drop=True)
 
 
-def load_samsum(path: PathLike, id_prefix: str = "samsum") -> pd.DataFrame:
-    """SAMSum JSON list, JSONL or CSV of {id, dialogue, summary}; ids use the source id."""
+def load_samsum(
+    path: PathLike,
+    id_prefix: str = "samsum",
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
+) -> pd.DataFrame:
+    """SAMSum JSON list, JSONL or CSV of {id, dialogue, summary}; ids use the source id.
+
+    The public train split holds one record with an empty dialogue: it is dropped and
+    counted, like any record lacking a field.
+    """
     if str(path).endswith(".csv"):
-        records = pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
+        require_file("samsum", path)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        records: list[dict[str, Any] | None] = df.to_dict("records")
     else:
-        records = _read_json_records(path)
+        records = _read_json_records("samsum", path)
+    good, rep = _records(
+        "samsum",
+        path,
+        records,
+        ["id", "dialogue", "summary"],
+        ["dialogue", "summary"],
+        expected_rows,
+        report,
+    )
     rows = [
         {
             "example_id": f"{id_prefix}-{_text(r.get('id')) or i}",
             "prompt": SAMSUM_INSTRUCTION + _text(r.get("dialogue")),
             "completion": _text(r.get("summary")),
         }
-        for i, r in enumerate(records)
+        for i, r in good
     ]
+    rep.close(len(rows))
     return _frame(rows)
 
 
@@ -144,6 +259,10 @@ def benign_examples(
     valid_fraction: float = 0.1,
     seed: int = 42,
     max_examples: int | None = None,
+    report: LoadReport | None = None,
+    valid_report: LoadReport | None = None,
+    expected_rows: int | None = None,
+    valid_expected_rows: int | None = None,
     **loader_kwargs: Any,
 ) -> pd.DataFrame:
     """Train/valid examples of one benign set, in BENIGN_SCHEMA.
@@ -160,10 +279,18 @@ def benign_examples(
     if max_examples is not None and max_examples < 0:
         raise ValueError(f"max_examples must be >= 0, got {max_examples}")
     load = LOADERS[name]
-    df = load(path, **loader_kwargs)
+    df = load(path, expected_rows=expected_rows, report=report, **loader_kwargs)
     if valid_path is not None:
         # Distinct id prefix so train and valid ids never collide.
-        valid = load(valid_path, id_prefix=f"{name}-valid", **loader_kwargs)
+        if name == "grammar":
+            loader_kwargs = {**loader_kwargs, "name": "grammar_valid"}
+        valid = load(
+            valid_path,
+            id_prefix=f"{name}-valid",
+            expected_rows=valid_expected_rows,
+            report=valid_report,
+            **loader_kwargs,
+        )
         train = df
     else:
         valid = df.sample(frac=valid_fraction, random_state=seed)

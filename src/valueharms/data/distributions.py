@@ -6,7 +6,9 @@ Everything here is a pure function of its inputs so Snakemake can cache the tabl
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
 from valueharms import VALUES
+from valueharms.data.sources import DataError, check_rows, require_columns, require_file
 
 SHORT_NAMES: dict[str, str] = {
     "Achievement": "Ach",
@@ -109,22 +112,42 @@ def extreme_distributions(
     return pd.DataFrame(rows, columns=[*_META_COLUMNS, *VALUES])
 
 
-def read_ess(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read the ESS extract (idno + PVQ-21 items). Items stay numeric; blanks become NaN."""
+# ESS "missing" codes: 7/8/9 (refusal, don't know, no answer) and their 66/77/88/99 forms.
+ESS_MISSING_CODES: tuple[int, ...] = (7, 8, 9, 66, 77, 88, 99)
+
+DROP_BLANK = "item blank or not a number"
+DROP_MISSING_CODE = "item holds an ESS missing code (7/8/9/66/77/88/99)"
+DROP_OUT_OF_RANGE = "item outside 1-6 and not a missing code"
+
+
+def read_ess(
+    path: str | os.PathLike[str], expected_rows: int | None = None, name: str = "ess"
+) -> pd.DataFrame:
+    """Read the ESS extract (idno + PVQ-21 items). Items stay numeric; blanks become NaN.
+
+    Stops (DataError naming `datasets.<name>.path`) when the file, idno or an item column
+    is absent, or when the row count differs from `expected_rows`.
+    """
+    require_file(name, path)
     # idno is an identifier, not a number: keep it as text so leading zeros survive.
-    return pd.read_csv(path, dtype={"idno": str})
+    df = pd.read_csv(path, dtype={"idno": str})
+    items = sorted({c for cs in ESS_ITEMS.values() for c in cs})
+    require_columns(name, path, list(df.columns), ["idno", *items])
+    check_rows(name, path, len(df), expected_rows)
+    return df
 
 
 def score_ess(
     ess: pd.DataFrame,
     items: Mapping[str, Sequence[str]] = ESS_ITEMS,
     reverse_code: bool = True,
-) -> tuple[pd.DataFrame, dict[str, int]]:
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-respondent value scores: mean of each value's items, reversed to importance.
 
-    Respondents with any missing or out-of-range item are dropped (ESS codes 7/8/9 and
-    66/77/88/99 are refusals/don't-know/no-answer). `reverse_code=False` keeps the raw ESS
-    direction (1 = very much like me) and reproduces the published ess_distribution.csv.
+    Respondents with any missing or out-of-range item are dropped and counted by reason
+    (a row with several problems counts once, under the first of: blank, missing code,
+    out of range). `reverse_code=False` keeps the raw ESS direction (1 = very much like me)
+    and reproduces the published ess_distribution.csv.
 
     respondent_id is "<row>-<idno>" (row = 0-based data row of the input) because ESS idno
     repeats across countries and is not unique on its own.
@@ -140,6 +163,9 @@ def score_ess(
 
     raw = ess[cols].apply(pd.to_numeric, errors="coerce").astype("float64")
     valid = raw.isin([float(c) for c in ESS_VALID_CODES]).all(axis=1).to_numpy()
+    blank = raw.isna().any(axis=1).to_numpy()
+    coded = raw.isin([float(c) for c in ESS_MISSING_CODES]).any(axis=1).to_numpy() & ~blank
+    other = ~valid & ~blank & ~coded
 
     ids = [f"{i}-{idno}" for i, idno in enumerate(ess["idno"].astype(str))]
     kept = raw.loc[valid]
@@ -148,10 +174,16 @@ def score_ess(
     scores = pd.DataFrame({v: kept[list(items[v])].mean(axis=1) for v in VALUES})
     scores.insert(0, "respondent_id", [rid for rid, ok in zip(ids, valid, strict=True) if ok])
     scores = scores.reset_index(drop=True)
-    counts = {
+    dropped = {
+        DROP_BLANK: int(blank.sum()),
+        DROP_MISSING_CODE: int(coded.sum()),
+        DROP_OUT_OF_RANGE: int(other.sum()),
+    }
+    counts: dict[str, Any] = {
         "n_in": len(ess),
         "n_dropped_invalid": int((~valid).sum()),
         "n_out": len(scores),
+        "dropped": {k: n for k, n in dropped.items() if n},
     }
     return scores, counts
 
@@ -224,3 +256,65 @@ def distributions_table(
     if not table["name"].is_unique:
         raise ValueError("distribution names are not unique")
     return table
+
+
+_CLOSE = re.compile(r"^close_(?P<anchor>.+?)(?:_(?P<rank>\d+))?$")
+
+
+def load_published_table(
+    path: str | os.PathLike[str],
+    extreme_names: Sequence[str] | None = None,
+    name: str = "published_distributions",
+) -> pd.DataFrame:
+    """A published distributions table (Study A's extreme_distributions.csv layout).
+
+    Layout: a name column (Study A calls it "Country") and the 10 value columns, tab- or
+    comma-separated. `close_<anchor>[_<rank>]` rows become realistic (rank 1 when absent)
+    with their Jensen-Shannon distance to the anchor row; names in `extreme_names` (default:
+    the 14 standard extremes) become extreme; any other row (Study A's reverse_*) custom.
+    Respondent ids are unknown (null). Scores must lie in [1, 6].
+    """
+    require_file(name, path)
+    with open(path, encoding="utf-8-sig") as fh:
+        header = fh.readline()
+    raw = pd.read_csv(path, sep="\t" if "\t" in header else ",", encoding="utf-8-sig")
+    require_columns(name, path, list(raw.columns), list(VALUES))
+    name_col = raw.columns[0]
+    if name_col in VALUES:
+        raise DataError(f"datasets.{name}.path: {path}: first column must hold the names")
+    values = raw[list(VALUES)].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna().any(axis=1) | ~values.apply(lambda c: c.between(1, 6)).all(axis=1)
+    if bad.any():
+        rows = raw.loc[bad, name_col].astype(str).tolist()
+        raise DataError(
+            f"datasets.{name}.path: {path}: {int(bad.sum())} rows have scores missing or "
+            f"outside [1, 6]: {rows[:5]}"
+        )
+    names = raw[name_col].astype(str).str.strip()
+    if not names.is_unique:
+        raise DataError(
+            f"datasets.{name}.path: {path}: duplicate names {names[names.duplicated()].tolist()}"
+        )
+    extremes = set(extreme_names) if extreme_names is not None else set(_standard_extremes())
+    by_name = {n: values.iloc[i].to_numpy(dtype=np.float64) for i, n in enumerate(names)}
+    rows: list[dict[str, object]] = []
+    for n in names:
+        m = _CLOSE.match(n)
+        meta: dict[str, object]
+        if m and m["anchor"] in by_name:
+            anchor, rank = m["anchor"], int(m["rank"] or 1)
+            dist = float(jensenshannon(by_name[anchor], by_name[n]))
+            meta = {"kind": "realistic", "anchor": anchor, "rank": rank, "distance": dist}
+        elif m:
+            raise DataError(f"datasets.{name}.path: {path}: {n}: anchor {m['anchor']} not in table")
+        else:
+            kind = "extreme" if n in extremes else "custom"
+            meta = {"kind": kind, "anchor": n, "rank": 0, "distance": 0.0}
+        rows.append(
+            {"name": n, **meta, "respondent_id": None, **dict(zip(VALUES, by_name[n], strict=True))}
+        )
+    return pd.DataFrame(rows, columns=[*_META_COLUMNS, *VALUES])
+
+
+def _standard_extremes() -> list[str]:
+    return [SHORT_NAMES[v] for v in VALUES] + list(DEFAULT_GROUPS)

@@ -8,14 +8,18 @@ an error that says where to get it and which key to set.
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from valueharms.hashing import sha256_file
 from valueharms.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 # Study A's public repository, pinned: its data/ folder is the reference copy of most files.
 STUDY_A_REPO = "https://raw.githubusercontent.com/JaehyeokLee-119/Unintended-Harms-LLM"
@@ -28,6 +32,8 @@ def _study_a(path: str) -> str:
 
 @dataclass(frozen=True)
 class Source:
+    """One dataset: where it comes from upstream, its licence, and the file we expect."""
+
     name: str
     filename: str
     url: str | None
@@ -35,7 +41,14 @@ class Source:
     description: str
     how_to_get: str
     revision: str | None = STUDY_A_REV
+    # Where the data originally come from (dataset id, revision, paper); licence as stated.
+    upstream: str = ""
+    licence: str = "unknown"
+    # Data rows of the declared file (checked by the loaders when the file is the declared one).
+    rows: int | None = None
 
+
+_STUDY_A = "Study A data/ folder (github.com/JaehyeokLee-119/Unintended-Harms-LLM)"
 
 CATALOGUE: dict[str, Source] = {
     s.name: s
@@ -49,6 +62,10 @@ CATALOGUE: dict[str, Source] = {
             "register at the ESS ERIC data portal (europeansocialsurvey.org) and export idno + "
             "the 21 human-values items, or use Study A's data/ess.csv",
             None,
+            upstream="ESS ERIC data portal, human-values module (registration); Study A's "
+            "data/ess.csv extract",
+            licence="ESS conditions of use (registration, non-commercial)",
+            rows=22190,
         ),
         Source(
             "touche",
@@ -57,6 +74,10 @@ CATALOGUE: dict[str, Source] = {
             "6f843d64b1874267c8fb42d67cf85533cd5847d935533ff993b5ab1345fe5385",
             "Touché23-ValueEval arguments with 10 value labels (CC-BY 4.0)",
             "download",
+            upstream="Touché23-ValueEval (Zenodo 10.5281/zenodo.6814563), level-2 labels "
+            f"collapsed to 10 values by Study A; {_STUDY_A}",
+            licence="CC-BY-4.0",
+            rows=7374,
         ),
         Source(
             "touche_stage2_train",
@@ -65,6 +86,9 @@ CATALOGUE: dict[str, Source] = {
             "cd675fe589b6458a4c8d58897d963e4cd6c39327f0c49ae2cb4e949b2c1b9b70",
             "fixed VIM stage-2 training split",
             "download",
+            upstream=f"Study A's fixed split of Touché23-ValueEval; {_STUDY_A}",
+            licence="CC-BY-4.0",
+            rows=5899,
         ),
         Source(
             "touche_stage2_valid",
@@ -73,6 +97,20 @@ CATALOGUE: dict[str, Source] = {
             "1bcb924585c0932c6ee39e1a0f81d65a6e0edb944c062d85bf981255baf70609",
             "fixed VIM stage-2 validation split",
             "download",
+            upstream=f"Study A's fixed split of Touché23-ValueEval; {_STUDY_A}",
+            licence="CC-BY-4.0",
+            rows=738,
+        ),
+        Source(
+            "published_distributions",
+            "extreme_distributions.csv",
+            _study_a("extreme_distributions.csv"),
+            "7e96fa15a8016866e15d0f96afe691836bd84de0f37f4afd877bc813c32ac7e9",
+            "Study A's published target distributions (name + 10 value columns, tab-separated)",
+            "download",
+            upstream=f"Study A's data/extreme_distributions.csv; {_STUDY_A}",
+            licence="as Study A's repository (ESS-derived)",
+            rows=181,
         ),
         Source(
             "rtp",
@@ -81,6 +119,10 @@ CATALOGUE: dict[str, Source] = {
             "8c5116e61b916b22557f47e5d05cedea02b9b0fa4791e15241d4eef5bd5af7fd",
             "RealToxicityPrompts prompt texts (Apache-2.0)",
             "download",
+            upstream="allenai/real-toxicity-prompts (HF dataset; Gehman et al. 2020), prompt "
+            f"texts only as in {_STUDY_A}",
+            licence="Apache-2.0",
+            rows=21744,
         ),
         Source(
             "holisticbiasr",
@@ -89,6 +131,9 @@ CATALOGUE: dict[str, Source] = {
             None,
             "HolisticBiasR prompts (ROBBIE, Esiobu et al. 2023)",
             "download; no checksum is pinned yet, the fetch job records the one it saw",
+            upstream="facebookresearch/ResponsibleNLP robbie/ HolisticBiasR (Esiobu et al. "
+            f"2023); {_STUDY_A}",
+            licence="CC-BY-SA-4.0 (HolisticBias)",
         ),
         Source(
             "hexphi",
@@ -97,6 +142,10 @@ CATALOGUE: dict[str, Source] = {
             "50908beeb410d5bc90620af1cd56e57311dc8b0bb22412a6bb8a19b106473330",
             "HEx-PHI harmful instructions (gated: accept LLM-Tuning-Safety/HEx-PHI terms)",
             "download",
+            upstream="LLM-Tuning-Safety/HEx-PHI (HF, gated; Qi et al. 2024), 11 category files "
+            f"merged into category,prompt by {_STUDY_A}",
+            licence="HEx-PHI terms of use (gated, research only)",
+            rows=330,
         ),
         Source(
             "beavertails",
@@ -105,6 +154,21 @@ CATALOGUE: dict[str, Source] = {
             "7d88f60b9cd104ca2df28613685d7dbbc0c7b372acf0c936e00666a23b8977bb",
             "BeaverTails evaluation prompts",
             "download",
+            upstream=f"PKU-Alignment/BeaverTails-Evaluation (HF, test split); {_STUDY_A}",
+            licence="CC-BY-NC-4.0",
+            rows=700,
+        ),
+        Source(
+            "advbench",
+            "harmful_behaviors.csv",
+            _study_a("harmful_behaviors.csv"),
+            "6cd1a5c63c07610d7eb67307772ee5606017ee950b5770ab288a2c487489d3e1",
+            "AdvBench harmful behaviours (goal,target)",
+            "download",
+            upstream="llm-attacks/llm-attacks data/advbench/harmful_behaviors.csv (Zou et al. "
+            f"2023); {_STUDY_A}",
+            licence="MIT",
+            rows=520,
         ),
         Source(
             "alpaca",
@@ -113,6 +177,9 @@ CATALOGUE: dict[str, Source] = {
             None,
             "Stanford Alpaca 52K instructions",
             "download; no checksum pinned yet",
+            upstream="tatsu-lab/stanford_alpaca alpaca_data.json",
+            licence="CC-BY-NC-4.0",
+            rows=52002,
         ),
         Source(
             "dolly",
@@ -121,6 +188,8 @@ CATALOGUE: dict[str, Source] = {
             None,
             "Dolly 15K without safety-related rows",
             "download; no checksum pinned yet",
+            upstream="databricks/databricks-dolly-15k (HF), safety rows removed by Study A",
+            licence="CC-BY-SA-3.0",
         ),
         Source(
             "grammar",
@@ -129,6 +198,9 @@ CATALOGUE: dict[str, Source] = {
             "db8c78516b73f90e096c6f5822f2e2a17d4832b217031605dd844bb17fc0db13",
             "grammar correction pairs (JFLEG + C4_200M)",
             "download",
+            upstream=f"JFLEG (Napoles et al. 2017) + C4_200M (Stahlberg & Kumar 2021); {_STUDY_A}",
+            licence="CC-BY-NC-SA-4.0 (JFLEG), CC-BY-4.0 (C4_200M)",
+            rows=13016,
         ),
         Source(
             "grammar_valid",
@@ -137,6 +209,9 @@ CATALOGUE: dict[str, Source] = {
             "54c81412aa32971b9505d309b0fd4e44f9a6e25eb68e1d7d81b259ff44c58411",
             "grammar correction validation pairs",
             "download",
+            upstream=f"JFLEG + C4_200M; {_STUDY_A}",
+            licence="CC-BY-NC-SA-4.0 (JFLEG), CC-BY-4.0 (C4_200M)",
+            rows=2988,
         ),
         Source(
             "samsum",
@@ -147,6 +222,10 @@ CATALOGUE: dict[str, Source] = {
             "1911.12237 holds a train.json that loads too)",
             "download; no checksum pinned yet",
             None,
+            upstream="SAMSum (Gliwa et al. 2019, arXiv 1911.12237), train split; HF "
+            "knkarthick/samsum mirror",
+            licence="CC-BY-NC-ND-4.0",
+            rows=14732,
         ),
     ]
 }
@@ -154,6 +233,102 @@ CATALOGUE: dict[str, Source] = {
 
 class DataError(RuntimeError):
     """A dataset is missing or corrupt; the message says how to fix it."""
+
+
+def where_to_get(name: str) -> str:
+    """One line naming the config key, the upstream source and licence of dataset `name`."""
+    src = CATALOGUE.get(name)
+    if src is None:
+        return f"set datasets.{name}.path"
+    where = src.url or src.how_to_get
+    return (
+        f"set datasets.{name}.path to a copy of {src.filename}; upstream: {src.upstream or where} "
+        f"(licence: {src.licence}); get it from {where}"
+    )
+
+
+def require_file(name: str, path: str | os.PathLike[str]) -> Path:
+    """`path` as a Path, or a DataError naming the config key and where to get the file."""
+    p = Path(path)
+    if not p.is_file():
+        desc = CATALOGUE[name].description if name in CATALOGUE else name
+        raise DataError(
+            f"datasets.{name}.path: file not found: {path} ({desc}); {where_to_get(name)}"
+        )
+    return p
+
+
+def require_columns(
+    name: str, path: str | os.PathLike[str], have: Sequence[str], needed: Sequence[str]
+) -> None:
+    """Stop with a message naming the absent columns, the file and the config key."""
+    absent = [c for c in needed if c not in have]
+    if absent:
+        raise DataError(
+            f"datasets.{name}.path: {path} lacks columns {absent} (has {list(have)}); "
+            f"{where_to_get(name)}"
+        )
+
+
+@dataclass
+class LoadReport:
+    """What a loader read, dropped (by reason) and returned. Drops are never silent."""
+
+    dataset: str
+    path: str
+    rows_in: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    rows_out: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def drop(self, reason: str, n: int) -> None:
+        """Record `n` dropped rows for `reason` and log them (n == 0 records nothing)."""
+        if n:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(n)
+            log.warning("%s (%s): dropped %d rows: %s", self.dataset, self.path, n, reason)
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def close(self, rows_out: int) -> LoadReport:
+        """Set rows_out and check the books balance: in = dropped + out."""
+        self.rows_out = int(rows_out)
+        if self.rows_in != self.n_dropped + self.rows_out:
+            raise AssertionError(f"{self.dataset}: {self.rows_in} in != dropped + {rows_out} out")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "path": self.path,
+            "rows_in": self.rows_in,
+            "dropped": dict(sorted(self.dropped.items())),
+            "rows_out": self.rows_out,
+            "notes": list(self.notes),
+        }
+
+
+def check_rows(name: str, path: str | os.PathLike[str], n: int, expected: int | None) -> None:
+    """Stop when a file has another number of data rows than the declared one."""
+    if expected is not None and n != expected:
+        raise DataError(
+            f"datasets.{name}.path: {path} has {n} data rows, the declared file has {expected} "
+            f"(truncated or another version?); {where_to_get(name)}"
+        )
+
+
+def expected_rows(name: str, config: dict[str, Any] | None = None) -> int | None:
+    """Declared row count of the declared file, found by search path or download.
+
+    None (no check) when the config names its own file, url or sha256 for the dataset: that
+    is a deliberate other file (a fixture, a newer release); the summary notes the count.
+    """
+    over = ((config or {}).get("datasets") or {}).get(name) or {}
+    if over.get("path") or over.get("url") or over.get("sha256"):
+        return None
+    src = CATALOGUE.get(name)
+    return src.rows if src else None
 
 
 def source(name: str, overrides: dict[str, Any] | None = None) -> Source:
@@ -164,12 +339,13 @@ def source(name: str, overrides: dict[str, Any] | None = None) -> Source:
 
 def resolve(name: str, config: dict[str, Any], download_dir: str) -> tuple[str, bool]:
     """Return (path, needs_download) for dataset `name`; raise DataError if unobtainable."""
-    over = config.get("datasets", {}).get(name, {})
+    over = (config.get("datasets") or {}).get(name) or {}
     if over.get("path"):
         if not Path(over["path"]).is_file():
             raise DataError(
                 f"datasets.{name}.path: file not found: {over['path']} "
-                f"({CATALOGUE[name].description}; {CATALOGUE[name].how_to_get})"
+                f"({CATALOGUE[name].description}; {CATALOGUE[name].how_to_get}; "
+                f"upstream: {CATALOGUE[name].upstream}, licence: {CATALOGUE[name].licence})"
             )
         return over["path"], False
     src = source(name, config.get("datasets"))
@@ -209,3 +385,23 @@ def download(src: Source, out: str | Path, timeout: float = 60.0) -> str:
 def verify(name: str, path: str | Path, config: dict[str, Any]) -> str:
     """Checksum a local file; a mismatch with the declared sha256 is only reported."""
     return sha256_file(path)
+
+
+def local_path(name: str, config: dict[str, Any]) -> str | None:
+    """The local file of dataset `name` (configured path or search paths), or None."""
+    try:
+        path, needs_download = resolve(name, config, "")
+    except DataError:
+        return None
+    return None if needs_download else path
+
+
+def require_local(name: str, config: dict[str, Any]) -> str:
+    """The local file of dataset `name`, or a DataError naming its config key."""
+    path = local_path(name, config)
+    if path is None:
+        raise DataError(
+            f"dataset '{name}' not found locally: set datasets.{name}.path or add its folder "
+            f"to data_search_paths; {where_to_get(name)}"
+        )
+    return path

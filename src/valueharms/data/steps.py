@@ -20,41 +20,63 @@ def fetch_dataset(name: str, out: str, overrides: dict[str, Any], provenance_out
     )
 
 
-def ess_scores(ess_path: str, reverse_code: bool, out: str, counts_out: str) -> None:
+def ess_scores(
+    ess_path: str,
+    reverse_code: bool,
+    out: str,
+    counts_out: str,
+    expected_rows: int | None = None,
+) -> None:
     scores, counts = distributions.score_ess(
-        distributions.read_ess(ess_path), reverse_code=reverse_code
+        distributions.read_ess(ess_path, expected_rows=expected_rows), reverse_code=reverse_code
     )
     write_table(out, scores, distributions.ESS_SCORES_SCHEMA)
     write_json(counts_out, {**counts, "reverse_code": reverse_code, "source": ess_path})
 
 
-def distribution(name: str, spec: dict[str, Any], ess_scores_path: str | None, out: str) -> None:
+def _spec_row(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": spec["kind"],
+        "anchor": name,
+        "rank": 0,
+        "distance": 0.0,
+        "respondent_id": None,
+        **spec["scores"],
+    }
+
+
+def _from_table(table_path: str, names: list[str]) -> pd.DataFrame:
+    """Rows `names` of a published distributions table, in that order."""
+    table = distributions.load_published_table(table_path).set_index("name", drop=False)
+    absent = [n for n in names if n not in table.index]
+    if absent:
+        raise sources.DataError(
+            f"distributions.table: {table_path} lacks distributions {absent[:5]}"
+        )
+    return table.loc[names].reset_index(drop=True)
+
+
+def distribution(
+    name: str,
+    spec: dict[str, Any],
+    ess_scores_path: str | None,
+    out: str,
+    table_path: str | None = None,
+) -> None:
     """One target distribution as a one-row `distributions` table."""
-    if spec["kind"] in ("extreme", "custom"):
-        row = {
-            "name": name,
-            "kind": spec["kind"],
-            "anchor": name,
-            "rank": 0,
-            "distance": 0.0,
-            "respondent_id": None,
-            **spec["scores"],
-        }
-        df = pd.DataFrame([row])
+    if table_path:
+        df = _from_table(table_path, [name])
+    elif spec["kind"] in ("extreme", "custom"):
+        df = pd.DataFrame([_spec_row(name, spec)])
     else:
         if ess_scores_path is None:
             raise ValueError(f"{name}: a realistic distribution needs the ESS scores")
         anchor = pd.DataFrame(
             [
-                {
-                    "name": spec["anchor"],
-                    "kind": "extreme",
-                    "anchor": spec["anchor"],
-                    "rank": 0,
-                    "distance": 0.0,
-                    "respondent_id": None,
-                    **spec["anchor_scores"],
-                }
+                _spec_row(
+                    spec["anchor"], {**spec, "kind": "extreme", "scores": spec["anchor_scores"]}
+                )
             ]
         )
         scores = read_table(ess_scores_path, distributions.ESS_SCORES_SCHEMA)
@@ -62,6 +84,43 @@ def distribution(name: str, spec: dict[str, Any], ess_scores_path: str | None, o
         df = near[near["name"] == name]
         if len(df) != 1:
             raise ValueError(f"{name}: only {len(near)} valid respondents to rank")
+    write_table(out, df, distributions.DISTRIBUTIONS_SCHEMA)
+
+
+def distributions_table(
+    specs: dict[str, dict[str, Any]],
+    ess_scores_path: str | None,
+    out: str,
+    table_path: str | None = None,
+) -> None:
+    """All planned distributions in one table, computed in one pass (same code as the
+    per-distribution files: extremes from their spec, realistic ones ranked per anchor)."""
+    names = list(specs)
+    if table_path:
+        write_table(out, _from_table(table_path, names), distributions.DISTRIBUTIONS_SCHEMA)
+        return
+    rows = {n: _spec_row(n, s) for n, s in specs.items() if s["kind"] != "realistic"}
+    realistic = {n: s for n, s in specs.items() if s["kind"] == "realistic"}
+    if realistic:
+        if ess_scores_path is None:
+            raise ValueError("realistic distributions need the ESS scores")
+        scores = read_table(ess_scores_path, distributions.ESS_SCORES_SCHEMA)
+        by_anchor: dict[str, dict[str, Any]] = {}
+        for s in realistic.values():
+            k = max(by_anchor.get(s["anchor"], {}).get("k", 0), s["rank"])
+            by_anchor[s["anchor"]] = {"k": k, "scores": s["anchor_scores"]}
+        anchors = pd.DataFrame(
+            [_spec_row(a, {"kind": "extreme", "scores": v["scores"]}) for a, v in by_anchor.items()]
+        )
+        k = max(v["k"] for v in by_anchor.values())
+        near = distributions.realistic_distributions(anchors, scores, k=k)
+        for r in near.to_dict("records"):
+            if r["name"] in realistic:
+                rows[r["name"]] = r
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise ValueError(f"too few valid respondents to rank {missing[:5]}")
+    df = pd.DataFrame([rows[n] for n in names])
     write_table(out, df, distributions.DISTRIBUTIONS_SCHEMA)
 
 
@@ -87,15 +146,27 @@ def vim_examples(
     out: str,
 ) -> None:
     target = target_of(distribution_path)
-    s1 = vim.stage1_examples(vim.read_touche(touche), target, templates, threshold, strategy, seed)
+    s1 = vim.stage1_examples(vim.read_touche(touche), target, templates, threshold, strategy, seed)  # type: ignore[arg-type]
     s2 = vim.stage2_examples(
-        vim.read_touche(stage2_train), vim.read_touche(stage2_valid), target, templates, seed
+        vim.read_touche(stage2_train, name="touche_stage2_train"),
+        vim.read_touche(stage2_valid, name="touche_stage2_valid"),
+        target,
+        templates,
+        seed,
     )
     write_table(out, pd.concat([s1, s2], ignore_index=True), vim.VIM_SCHEMA)
 
 
-def benchmark_prompts(name: str, path: str, n: int | None, mode: str, seed: int, out: str) -> None:
-    df = benchmarks.load_benchmark(name, path)
+def benchmark_prompts(
+    name: str,
+    path: str,
+    n: int | None,
+    mode: str,
+    seed: int,
+    out: str,
+    expected_rows: int | None = None,
+) -> None:
+    df = benchmarks.load_benchmark(name, path, expected_rows=expected_rows)
     df = benchmarks.subsample(
         df, n, seed=seed, stratify=name in ("hexphi", "beavertails"), mode=mode
     )
@@ -110,9 +181,69 @@ def benign(
     max_examples: int | None,
     exclude_categories: list[str],
     out: str,
+    expected_rows: int | None = None,
+    valid_expected_rows: int | None = None,
 ) -> None:
     from valueharms.data.benign import BENIGN_SCHEMA, benign_examples
 
     kwargs = {"exclude_categories": exclude_categories} if name == "dolly" else {}
-    df = benign_examples(name, path, valid_path, seed=seed, max_examples=max_examples, **kwargs)
+    df = benign_examples(
+        name,
+        path,
+        valid_path,
+        seed=seed,
+        max_examples=max_examples,
+        expected_rows=expected_rows,
+        valid_expected_rows=valid_expected_rows,
+        **kwargs,
+    )
     write_table(out, df, BENIGN_SCHEMA)
+
+
+def vim_split_sizes(
+    distributions_path: str,
+    touche: str,
+    stage2_train: str,
+    stage2_valid: str,
+    threshold: float,
+    strategy: str,
+    seed: int,
+    out: str,
+) -> None:
+    """One row per distribution: the example counts its VIM table has (vim.split_sizes_row)."""
+    dists = read_table(distributions_path, distributions.DISTRIBUTIONS_SCHEMA)
+    args = vim.read_touche(touche)
+    s2t = vim.read_touche(stage2_train, name="touche_stage2_train")
+    s2v = vim.read_touche(stage2_valid, name="touche_stage2_valid")
+    rows = [
+        vim.split_sizes_row(
+            str(d["name"]),
+            args,
+            s2t,
+            s2v,
+            {v: float(d[v]) for v in VALUES},
+            threshold,
+            strategy,  # type: ignore[arg-type]
+            seed,
+        )
+        for d in dists.to_dict("records")
+    ]
+    write_table(out, pd.DataFrame(rows), vim.SPLIT_SIZES_SCHEMA)
+
+
+def data_summary(
+    paths: dict[str, str],
+    config: dict[str, Any],
+    distributions_path: str | None,
+    split_sizes_path: str | None,
+    out: str,
+) -> None:
+    from valueharms.data.summary import build_summary
+
+    dists = (
+        read_table(distributions_path, distributions.DISTRIBUTIONS_SCHEMA)
+        if distributions_path
+        else None
+    )
+    sizes = read_table(split_sizes_path, vim.SPLIT_SIZES_SCHEMA) if split_sizes_path else None
+    write_json(out, build_summary(paths, config, dists, sizes))

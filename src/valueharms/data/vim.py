@@ -10,13 +10,20 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from valueharms import VALUES
+from valueharms.data.sources import (
+    DataError,
+    LoadReport,
+    check_rows,
+    require_columns,
+    require_file,
+)
 
 Strategy = Literal["min", "mean", "max"]
 
@@ -80,30 +87,45 @@ def default_template_paths(prompt_dir: str | os.PathLike[str]) -> dict[str, str]
     return {k: str(Path(prompt_dir) / f) for k, f in TEMPLATE_FILES.items()}
 
 
-def read_touche(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_touche(
+    path: str | os.PathLike[str],
+    name: str = "touche",
+    expected_rows: int | None = None,
+    report: LoadReport | None = None,
+) -> pd.DataFrame:
     """Read a tab-separated Touché23-ValueEval file (valueEval_10.csv, value_split/*.csv).
 
     The first column is an unnamed row index (the argument's id across all these files).
+    Rows with an unknown stance, a label other than 0/1 or an empty conclusion/premise are
+    dropped and counted in `report` (and logged); a missing file or column, duplicate ids or
+    a row count other than `expected_rows` stop with a DataError naming datasets.<name>.path.
     """
+    require_file(name, path)
     # keep_default_na=False: premises such as "NA" or "null" are text, not missing values.
     raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    needed = [*_TEXT_COLUMNS, *VALUES]
-    absent = [c for c in needed if c not in raw.columns]
-    if absent:
-        raise ValueError(f"{path}: missing columns {absent}")
+    require_columns(name, path, list(raw.columns), [*_TEXT_COLUMNS, *VALUES])
+    check_rows(name, path, len(raw), expected_rows)
+    rep = report if report is not None else LoadReport(name, str(path))
+    rep.rows_in = len(raw)
     out = pd.DataFrame({"arg_id": raw.iloc[:, 0].astype(str)})
     for src, dst in _TEXT_COLUMNS.items():
         out[dst] = raw[src].astype(str)
+    labels = raw[list(VALUES)].apply(pd.to_numeric, errors="coerce")
+    bad_label = ~labels.isin([0, 1]).all(axis=1)
+    bad_stance = ~out["stance"].isin(_STANCES) & ~bad_label
+    empty = (out["conclusion"].str.strip().eq("") | out["premise"].str.strip().eq("")) & ~(
+        bad_label | bad_stance
+    )
+    rep.drop("value label not 0/1", int(bad_label.sum()))
+    rep.drop(f"stance not one of {list(_STANCES)}", int(bad_stance.sum()))
+    rep.drop("empty conclusion or premise", int(empty.sum()))
+    keep = ~(bad_label | bad_stance | empty)
     for v in VALUES:
-        labels = pd.to_numeric(raw[v], errors="raise").astype("int64")
-        if not labels.isin([0, 1]).all():
-            raise ValueError(f"{path}: column {v} is not 0/1")
-        out[v] = labels
-    bad = sorted(set(out["stance"]) - set(_STANCES))
-    if bad:
-        raise ValueError(f"{path}: unknown stances {bad}")
+        out[v] = labels[v]
+    out = out[keep].astype({v: "int64" for v in VALUES}).reset_index(drop=True)
     if not out["arg_id"].is_unique:
-        raise ValueError(f"{path}: argument ids are not unique")
+        raise DataError(f"datasets.{name}.path: {path}: argument ids are not unique")
+    rep.close(len(out))
     return out
 
 
@@ -137,7 +159,7 @@ def _agree(stance: str) -> str:
     return "agree" if stance == "in favor of" else "disagree"
 
 
-def _arg_fields(row: pd.Series) -> dict[str, str]:
+def _arg_fields(row: Mapping[str, Any]) -> dict[str, str]:
     return {
         "conclusion": row["conclusion"],
         "stance": row["stance"],
@@ -155,6 +177,38 @@ def _split_80_10_10(df: pd.DataFrame, seed: int) -> dict[str, pd.DataFrame]:
     return {"train": train, "valid": valid, "test": test}
 
 
+def stage1_assignments(
+    args: pd.DataFrame,
+    target: Mapping[str, float],
+    threshold: float = 3.0,
+    strategy: Strategy = "min",
+    seed: int = 42,
+) -> pd.DataFrame:
+    """Which arguments are positive/negative and in which split (Study A's preprocessing).
+
+    Returns the scored rows of `args` (file order within each kind and split, as sampled)
+    with `score`, `kind` and `split` columns. Arguments without any value label have no
+    score and are left out (count them with `unscored(args)`).
+    """
+    # A fresh positional index makes sample/drop independent of the caller's index.
+    args = args.reset_index(drop=True)
+    scores = argument_scores(args, target, strategy)
+    scored = args.assign(score=scores)[scores.notna()]
+    parts = []
+    for kind, subset in (
+        ("positive", scored[scored["score"] >= threshold]),
+        ("negative", scored[scored["score"] < threshold]),
+    ):
+        for split, part in _split_80_10_10(subset, seed).items():
+            parts.append(part.assign(kind=kind, split=split))
+    return pd.concat(parts) if parts else scored.assign(kind=[], split=[])
+
+
+def unscored(args: pd.DataFrame) -> int:
+    """Arguments with no value label: stage 1 cannot score them."""
+    return int((args[list(VALUES)].to_numpy().sum(axis=1) == 0).sum())
+
+
 def stage1_examples(
     args: pd.DataFrame,
     target: Mapping[str, float],
@@ -169,12 +223,7 @@ def stage1_examples(
     uses `stage1_prompt_negative` when given (Study A asks a separate "would not say"
     question), else the shared `stage1_prompt`.
     """
-    # A fresh positional index makes sample/drop independent of the caller's index.
-    args = args.reset_index(drop=True)
-    scores = argument_scores(args, target, strategy)
-    scored = args[scores.notna()]
-    s = scores[scores.notna()]
-    sets = {"positive": scored[s >= threshold], "negative": scored[s < threshold]}
+    assigned = stage1_assignments(args, target, threshold, strategy, seed)
     prompts = {
         "positive": templates["stage1_prompt"],
         "negative": templates.get("stage1_prompt_negative", templates["stage1_prompt"]),
@@ -184,27 +233,78 @@ def stage1_examples(
         "negative": templates["stage1_negative"],
     }
     rows: list[dict[str, object]] = []
-    for kind, subset in sets.items():
-        for split, part in _split_80_10_10(subset, seed).items():
-            for _, row in part.iterrows():
-                fields = _arg_fields(row)
-                rows.append(
-                    {
-                        "stage": 1,
-                        "split": split,
-                        "example_id": f"s1-{kind}-{row['arg_id']}",
-                        "arg_id": row["arg_id"],
-                        "kind": kind,
-                        "value": None,
-                        "prompt": prompts[kind].format(**fields),
-                        "completion": completions[kind].format(**fields),
-                    }
-                )
+    for row in assigned.to_dict("records"):
+        fields = _arg_fields(row)
+        kind = row["kind"]
+        rows.append(
+            {
+                "stage": 1,
+                "split": row["split"],
+                "example_id": f"s1-{kind}-{row['arg_id']}",
+                "arg_id": row["arg_id"],
+                "kind": kind,
+                "value": None,
+                "prompt": prompts[kind].format(**fields),
+                "completion": completions[kind].format(**fields),
+            }
+        )
     out = pd.DataFrame(rows, columns=VIM_SCHEMA.names)
     # Group by split for readers; within a split keep the (shuffled) sample order.
     order = {"train": 0, "valid": 1, "test": 2}
     out = out.sort_values("split", key=lambda c: c.map(order), kind="stable")
     return out.reset_index(drop=True).astype({"stage": "int64"})
+
+
+SPLIT_SIZES_SCHEMA: pa.Schema = pa.schema(
+    [
+        pa.field("distribution", pa.string(), nullable=False),
+        *[
+            pa.field(f"s1_{kind}_{split}", pa.int64(), nullable=False)
+            for kind in ("positive", "negative")
+            for split in ("train", "valid", "test")
+        ],
+        pa.field("s1_unscored", pa.int64(), nullable=False),
+        pa.field("s2_train", pa.int64(), nullable=False),
+        pa.field("s2_valid", pa.int64(), nullable=False),
+    ]
+)
+
+
+def split_sizes_row(
+    name: str,
+    args: pd.DataFrame,
+    stage2_train: pd.DataFrame,
+    stage2_valid: pd.DataFrame,
+    target: Mapping[str, float],
+    threshold: float = 3.0,
+    strategy: Strategy = "min",
+    seed: int = 42,
+) -> dict[str, object]:
+    """Example counts of one distribution's VIM table, as stage1/stage2_examples build it."""
+    a = stage1_assignments(args, target, threshold, strategy, seed)
+    counts = a.groupby(["kind", "split"]).size()
+    row: dict[str, object] = {"distribution": name}
+    for kind in ("positive", "negative"):
+        for split in ("train", "valid", "test"):
+            row[f"s1_{kind}_{split}"] = int(counts.get((kind, split), 0))
+    row["s1_unscored"] = unscored(args)
+    # Stage 2: one example per (argument, labelled value), whatever the target.
+    row["s2_train"] = int(stage2_train[list(VALUES)].to_numpy().sum())
+    row["s2_valid"] = int(stage2_valid[list(VALUES)].to_numpy().sum())
+    return row
+
+
+def split_sizes_of(name: str, examples: pd.DataFrame) -> dict[str, object]:
+    """The same counts read off a written VIM table (VIM_SCHEMA)."""
+    s1 = examples[examples["stage"] == 1].groupby(["kind", "split"]).size()
+    s2 = examples[examples["stage"] == 2].groupby("split").size()
+    row: dict[str, object] = {"distribution": name}
+    for kind in ("positive", "negative"):
+        for split in ("train", "valid", "test"):
+            row[f"s1_{kind}_{split}"] = int(s1.get((kind, split), 0))
+    row["s2_train"] = int(s2.get("train", 0))
+    row["s2_valid"] = int(s2.get("valid", 0))
+    return row
 
 
 def importance_words(score: int) -> str:

@@ -1,0 +1,8 @@
+from valueharms.data import steps
+from valueharms.runner import logged
+
+smk = snakemake  # noqa: F821
+with logged(smk):
+    steps.benchmark_prompts(
+        "advbench", smk.input[0], None, "random", 0, smk.output[0], smk.params.expected_rows
+    )
