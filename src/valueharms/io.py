@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,23 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def jsonl_objects(lines: Iterable[str]) -> list[dict[str, Any] | None]:
+    """One entry per non-blank line: its JSON object, or None where it is not one.
+
+    Loaders count the None entries as malformed rows instead of dropping them silently.
+    """
+    out: list[dict[str, Any] | None] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            obj = None
+        out.append(obj if isinstance(obj, dict) else None)
+    return out
 
 
 def conform(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:

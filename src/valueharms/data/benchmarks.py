@@ -7,7 +7,6 @@ rerun on a larger subsample) keeps the ids of the prompts it shares with another
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from valueharms.data.sources import LoadReport, check_rows, require_columns, require_file
+from valueharms.io import jsonl_objects
 
 PROMPTS_SCHEMA: pa.Schema = pa.schema(
     [
@@ -179,16 +179,8 @@ def load_holisticbiasr(
         records: list[dict[str, Any] | None] = df.to_dict("records")
         have = list(df.columns)
     else:
-        records = []
         with open(p, encoding="utf-8-sig") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    obj = None
-                records.append(obj if isinstance(obj, dict) else None)
+            records = jsonl_objects(fh)
         have = sorted({k for r in records if r for k in r})
     text_col = next((c for c in _HBR_TEXT_COLUMNS if c in have), None)
     needed = ["axis", "descriptor"] + ([] if p.suffix.lower() == ".csv" else ["bucket"])

@@ -23,6 +23,7 @@ from valueharms.data.sources import (
     require_columns,
     require_file,
 )
+from valueharms.io import jsonl_objects
 
 BENIGN_SCHEMA: pa.Schema = pa.schema(
     [
@@ -73,16 +74,7 @@ def _read_json_records(name: str, path: PathLike) -> list[dict[str, Any] | None]
         except json.JSONDecodeError as err:
             raise DataError(f"datasets.{name}.path: {path} is not valid JSON: {err}") from err
         return [r if isinstance(r, dict) else None for r in records]
-    out: list[dict[str, Any] | None] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            obj = None
-        out.append(obj if isinstance(obj, dict) else None)
-    return out
+    return jsonl_objects(text.splitlines())
 
 
 def _records(
