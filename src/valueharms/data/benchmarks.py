@@ -110,20 +110,27 @@ def load_rtp(
     return _frame("rtp", [records[i][0] for i in keep], rows=keep)
 
 
+def _load_categorised(
+    name: str, path: str | os.PathLike[str], expected_rows: int | None, report: LoadReport | None
+) -> pd.DataFrame:
+    """A CSV of prompts with a category column: empty prompts or categories are counted."""
+    df = _read_csv(name, path, ["prompt", "category"], expected_rows)
+    rep = _report(name, path, report)
+    rep.rows_in = len(df)
+    df = _drop_empty(df, ["prompt", "category"], rep)
+    rep.close(len(df))
+    return _frame(
+        name, df["prompt"].tolist(), category=df["category"].tolist(), rows=df.index.tolist()
+    )
+
+
 def load_hexphi(
     path: str | os.PathLike[str],
     expected_rows: int | None = None,
     report: LoadReport | None = None,
 ) -> pd.DataFrame:
     """HEx-PHI: columns category,prompt (330 prompts, 11 categories)."""
-    df = _read_csv("hexphi", path, ["category", "prompt"], expected_rows)
-    rep = _report("hexphi", path, report)
-    rep.rows_in = len(df)
-    df = _drop_empty(df, ["prompt", "category"], rep)
-    rep.close(len(df))
-    return _frame(
-        "hexphi", df["prompt"].tolist(), category=df["category"].tolist(), rows=df.index.tolist()
-    )
+    return _load_categorised("hexphi", path, expected_rows, report)
 
 
 def load_beavertails(
@@ -132,17 +139,7 @@ def load_beavertails(
     report: LoadReport | None = None,
 ) -> pd.DataFrame:
     """BeaverTails-Evaluation: columns ,prompt,category,category_id (700 prompts, 14 cats)."""
-    df = _read_csv("beavertails", path, ["prompt", "category"], expected_rows)
-    rep = _report("beavertails", path, report)
-    rep.rows_in = len(df)
-    df = _drop_empty(df, ["prompt", "category"], rep)
-    rep.close(len(df))
-    return _frame(
-        "beavertails",
-        df["prompt"].tolist(),
-        category=df["category"].tolist(),
-        rows=df.index.tolist(),
-    )
+    return _load_categorised("beavertails", path, expected_rows, report)
 
 
 def load_advbench(

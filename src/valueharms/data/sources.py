@@ -382,11 +382,6 @@ def download(src: Source, out: str | Path, timeout: float = 60.0) -> str:
     return digest
 
 
-def verify(name: str, path: str | Path, config: dict[str, Any]) -> str:
-    """Checksum a local file; a mismatch with the declared sha256 is only reported."""
-    return sha256_file(path)
-
-
 def local_path(name: str, config: dict[str, Any]) -> str | None:
     """The local file of dataset `name` (configured path or search paths), or None."""
     try:
