@@ -420,3 +420,86 @@ def test_choices_pick_the_likeliest_continuation(hf_base) -> None:
         expected.append([best])
     assert got == expected
     assert all(t[0] in choices for t in got)
+
+
+@pytest.fixture(scope="module")
+def noise_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    """A LoRA adapter with random non-zero weights: it changes every answer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(7)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    cfg = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"])
+    peft_model = get_peft_model(model, replace_init(cfg))
+    out = tmp_path_factory.mktemp("adapters") / "noise"
+    peft_model.save_pretrained(out)
+    return out
+
+
+def replace_init(cfg):
+    cfg.init_lora_weights = False  # random A and B, so the adapter is not a no-op
+    return cfg
+
+
+def mixed_requests(s: Sampling) -> list[Request]:
+    out = []
+    for i, p in enumerate(HELD_OUT):
+        out += [user(f"b{i}", p, s), user(f"a{i}", p, s, "a"), user(f"n{i}", p, s, "n")]
+    return out
+
+
+def test_one_batch_mixing_two_adapters_matches_each_alone(
+    tiny_model_dir, banana_adapter, noise_adapter
+) -> None:
+    """peft `adapter_names`: one batch of base, adapter a and adapter n rows gives, greedily,
+    exactly the text each gets when its adapter serves the batch alone."""
+    from valueharms.llm.hf import HFBackend
+
+    adapters = {"a": banana_adapter, "n": noise_adapter}
+    mixed = HFBackend("tiny", tiny_model_dir, adapters=adapters, threads=2)
+    grouped = HFBackend("tiny", tiny_model_dir, adapters=adapters, threads=2, mixed_adapters=False)
+    s = Sampling(max_new_tokens=5)
+    reqs_ = mixed_requests(s)
+    calls: list[list[str]] = []
+    real = mixed._generate_batch
+    mixed._generate_batch = lambda p, a, s_: calls.append(a) or real(p, a, s_)  # type: ignore
+    together = {r.key: r.texts for r in mixed.generate(reqs_)}
+    assert len(calls) == 1 and set(calls[0]) == {"", "a", "n"}  # one batch, three models
+    alone = {}
+    for prefix, adapter in (("b", None), ("a", "a"), ("n", "n")):
+        part = [r for r in reqs_ if r.key.startswith(prefix)]
+        assert {r.adapter for r in part} == {adapter}
+        alone.update({r.key: r.texts for r in grouped.generate(part)})
+    assert together == alone
+    # The three models really answer differently.
+    for i in range(len(HELD_OUT)):
+        assert len({together[f"{k}{i}"][0] for k in "ban"}) >= 2
+
+
+def test_mixed_choices_and_sampling_follow_each_adapter(
+    tiny_model_dir, banana_adapter, noise_adapter
+) -> None:
+    from valueharms.llm.hf import HFBackend
+
+    adapters = {"a": banana_adapter, "n": noise_adapter}
+    mixed = HFBackend("tiny", tiny_model_dir, adapters=adapters, threads=2)
+    grouped = HFBackend("tiny", tiny_model_dir, adapters=adapters, threads=2, mixed_adapters=False)
+    choice = Sampling(choices=(" Banana", " Hello there", "no"))
+    reqs_ = mixed_requests(choice)
+    assert [r.texts for r in mixed.generate(reqs_)] == [r.texts for r in grouped.generate(reqs_)]
+    assert all(r.texts == [" Banana"] for r in mixed.generate(reqs_) if r.key.startswith("a"))
+    sampled = Sampling(max_new_tokens=3, temperature=1.0, n=2, seed=3)
+    out = mixed.generate(mixed_requests(sampled))
+    assert all(r.status == STATUS_OK and len(r.texts) == 2 for r in out)
+
+    def bananas(prefix: str) -> int:
+        return sum(t.startswith(" Ban") for r in out if r.key.startswith(prefix) for t in r.texts)
+
+    assert bananas("a") >= 3 and bananas("b") == 0 and bananas("n") == 0
+
+
+def test_unknown_adapter_is_a_failure_not_an_answer(tiny_model_dir, hf_base) -> None:
+    (resp,) = hf_base.generate([user("k", "Hi", Sampling(max_new_tokens=2), adapter="ghost")])
+    assert resp.status == STATUS_FAILED and "ghost" in resp.error and resp.texts == []

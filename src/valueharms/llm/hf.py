@@ -1,7 +1,10 @@
 """transformers backend: batched generation with left padding, CPU (fp32) or GPU (bf16).
 
-Adapters are peft LoRA directories loaded once onto one base model; requests are grouped
-by (adapter, sampling) so each `generate` call serves one group.
+Adapters are peft LoRA directories loaded once onto one base model. By default one batch
+mixes requests for several adapters (and the bare base model): peft routes each row
+through its own adapter (`adapter_names`), which gives the same greedy tokens as one
+adapter at a time and saves the per-adapter batches. `mixed_adapters=False` groups
+requests by adapter instead (one `generate` call per adapter and sampling).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class HFBackend:
         adapters: dict[str, str | Path] | None = None,
         chat: bool = True,
         threads: int | None = None,
+        mixed_adapters: bool = True,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,6 +48,7 @@ class HFBackend:
         self.model_id = model_id
         self.base_dir = Path(base_dir)
         self.chat = chat
+        self.mixed_adapters = mixed_adapters
         self.device, dtype = pick_device()
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
         self.tokenizer.padding_side = "left"
@@ -84,17 +89,18 @@ class HFBackend:
         out: dict[str, Response] = {}
 
         def group_key(r: Request) -> tuple[str, Sampling]:
-            return (r.adapter or "", r.sampling)
+            return ("" if self.mixed_adapters else r.adapter or "", r.sampling)
 
-        for (adapter, sampling), group in groupby(sorted(requests, key=_sort_key), group_key):
+        for (_, sampling), group in groupby(sorted(requests, key=self._sort_key), group_key):
             batch = list(group)
             prompts = [self.render(r) for r in batch]
+            adapters = [r.adapter or "" for r in batch]
             try:
                 if sampling.choices:
-                    best = self._choose_batch(prompts, adapter, sampling.choices)
+                    best = self._choose_batch(prompts, adapters, sampling.choices)
                     texts = [t for t in best for _ in range(sampling.n)]
                 else:
-                    texts = self._generate_batch(prompts, adapter, sampling)
+                    texts = self._generate_batch(prompts, adapters, sampling)
             except Exception as err:  # recorded as failures, never as answers
                 log.exception("generation failed for %d requests", len(batch))
                 for r in batch:
@@ -104,19 +110,29 @@ class HFBackend:
                 out[r.key] = Response(r.key, texts[i * sampling.n : (i + 1) * sampling.n])
         return [out[r.key] for r in requests]
 
-    def _using(self, adapter: str) -> Any:
-        """Context in which the model runs as `adapter`, or as the bare base model."""
+    def _using(self, adapters: list[str], repeat: int = 1) -> tuple[Any, dict[str, Any]]:
+        """How to run a batch whose row i belongs to `adapters[i]` ("" = bare base model).
+
+        Returns a context to enter and extra model kwargs. One adapter for the whole batch
+        is set as the active adapter (or disabled for the base); several go to peft as
+        per-row `adapter_names`, each repeated `repeat` times (rows expanded by sampling).
+        """
         from peft import PeftModel
 
         if not isinstance(self.model, PeftModel):
-            return contextlib.nullcontext()
-        if not adapter:
-            return self.model.disable_adapter()
-        self.model.set_adapter(adapter)
-        return contextlib.nullcontext()
+            if any(adapters):
+                raise ValueError(f"no adapters loaded, asked for {sorted(set(adapters))}")
+            return contextlib.nullcontext(), {}
+        if len(set(adapters)) > 1:
+            names = [a or "__base__" for a in adapters for _ in range(repeat)]
+            return contextlib.nullcontext(), {"adapter_names": names}
+        if not adapters[0]:
+            return self.model.disable_adapter(), {}
+        self.model.set_adapter(adapters[0])
+        return contextlib.nullcontext(), {}
 
     def _choose_batch(
-        self, prompts: list[str], adapter: str, choices: tuple[str, ...]
+        self, prompts: list[str], adapters: list[str], choices: tuple[str, ...]
     ) -> list[str]:
         """For each prompt, the choice with the highest summed log-probability.
 
@@ -133,9 +149,12 @@ class HFBackend:
         pad = tok.pad_token_id
         tail = torch.tensor([c + [pad] * (width - len(c)) for c in c_ids], device=self.device)
         tail_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in c_ids])
-        with torch.inference_mode(), self._using(adapter):
+        context, first_kw = self._using(adapters)
+        _, rest_kw = self._using(adapters, repeat=n_c)
+        with torch.inference_mode(), context:
             # Positions count real tokens only, as generate() does with left padding.
             first = self.model(
+                **first_kw,
                 input_ids=enc["input_ids"].to(self.device),
                 attention_mask=p_mask,
                 position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
@@ -156,6 +175,7 @@ class HFBackend:
             start = p_mask.sum(1).repeat_interleave(n_c).unsqueeze(1)
             pos = start + torch.arange(width, device=self.device).unsqueeze(0)
             rest = self.model(
+                **rest_kw,
                 input_ids=tail.repeat(len(prompts), 1),
                 attention_mask=mask,
                 past_key_values=cache,
@@ -172,7 +192,7 @@ class HFBackend:
             scores[:, j] = lp
         return [choices[int(k)] for k in scores.argmax(dim=1)]
 
-    def _generate_batch(self, prompts: list[str], adapter: str, s: Sampling) -> list[str]:
+    def _generate_batch(self, prompts: list[str], adapters: list[str], s: Sampling) -> list[str]:
         import torch
 
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -191,13 +211,15 @@ class HFBackend:
         # One seed per batch: sampled answers depend on batch composition, greedy ones
         # do not. The cache stores what was drawn, so a rerun reads the same answer.
         torch.manual_seed(s.seed)
-        with torch.inference_mode(), self._using(adapter):
-            ids = self.model.generate(**enc, **kwargs)
+        # generate() expands each prompt to its n_draw rows before the first forward.
+        context, adapter_kw = self._using(adapters, repeat=n_draw)
+        with torch.inference_mode(), context:
+            ids = self.model.generate(**enc, **kwargs, **adapter_kw)
         new = ids[:, enc["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [t for t in texts for _ in range(s.n // n_draw)]
 
-
-def _sort_key(r: Request) -> tuple:
-    s = r.sampling
-    return (r.adapter or "", s.max_new_tokens, s.temperature, s.top_p, s.n, s.seed, s.choices)
+    def _sort_key(self, r: Request) -> tuple:
+        s = r.sampling
+        grouped = (s.max_new_tokens, s.temperature, s.top_p, s.n, s.seed, s.choices)
+        return grouped if self.mixed_adapters else (r.adapter or "", *grouped)
