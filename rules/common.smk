@@ -81,6 +81,12 @@ def model_spec(base):
     return config["models"][base]
 
 
+def backend_settings(model, kind):
+    """Only the settings of the backend that serves `model`: others do not rerun its jobs."""
+    used = "openai" if plan.is_api(config, model) else kind
+    return {used: config["backends"][used]}
+
+
 def adapter_input(model):
     path = plan.adapter_dir(model)
     return [path] if path else []
@@ -127,9 +133,10 @@ def icl_system(w):
 
 
 def judge_model_input(w):
-    if w.benchmark == "rtp":
+    model = config["judges"]["llm"]["model"]
+    if w.benchmark == "rtp" or plan.is_api(config, model):
         return []
-    return plan.base_dir(config["judges"]["llm"]["model"])
+    return plan.base_dir(model)
 
 
 def judge_template(benchmark):

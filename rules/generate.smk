@@ -29,10 +29,13 @@ rule generate:
         icl_template=lambda w: (
             template("icl.template") if w.condition.startswith("icl-") else None
         ),
-        chat=lambda w: model_spec(base_of(w))["chat"],
+        model_spec=lambda w: model_spec(base_of(w)),
         seed=config["generation"]["seed"],
         batch_size=config["generation"]["batch_size"],
         backend=config["generation"]["backend"],
+        backend_settings=lambda w: backend_settings(
+            base_of(w), config["generation"]["backend"]
+        ),
         code=code("generate", "llm"),
     script:
         "../scripts/generate.py"

@@ -24,7 +24,10 @@ rule judge:
         judge=lambda w: config["judges"]["toxicity" if w.benchmark == "rtp" else "llm"],
         template=lambda w: judge_template(w.benchmark),
         judge_name=lambda w: JUDGE_NAMES[w.benchmark],
-        judge_chat=model_spec(config["judges"]["llm"]["model"])["chat"],
+        judge_spec=model_spec(config["judges"]["llm"]["model"]),
+        backend_settings=backend_settings(
+            config["judges"]["llm"]["model"], config["judges"]["llm"]["backend"]
+        ),
         code=code("judge", "llm"),
     script:
         "../scripts/judge.py"

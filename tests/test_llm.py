@@ -503,3 +503,33 @@ def test_mixed_choices_and_sampling_follow_each_adapter(
 def test_unknown_adapter_is_a_failure_not_an_answer(tiny_model_dir, hf_base) -> None:
     (resp,) = hf_base.generate([user("k", "Hi", Sampling(max_new_tokens=2), adapter="ghost")])
     assert resp.status == STATUS_FAILED and "ghost" in resp.error and resp.texts == []
+
+
+def test_changed_adapter_weights_miss_the_cache(
+    tmp_path: Path, tiny_model_dir, noise_adapter
+) -> None:
+    """Same adapter name and request; retrained weights → a new revision → a real call."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from valueharms.llm.hf import HFBackend
+
+    changed = tmp_path / "noise-retrained"
+    shutil.copytree(noise_adapter, changed)
+    weights = changed / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] * 1.5
+    save_file(tensors, weights)
+
+    cache = LLMCache(tmp_path / "cache")
+    req = user("k", "Hi", Sampling(max_new_tokens=3), adapter="n")
+    first = HFBackend("tiny", tiny_model_dir, adapters={"n": noise_adapter})
+    second = HFBackend("tiny", tiny_model_dir, adapters={"n": changed})
+    cached_generate(first, [req], cache)
+    assert cached_generate(first, [req], cache)[0].cached is True
+    assert first.identity("n") != second.identity("n")
+    assert first.identity(None) == second.identity(None)
+    (resp,) = cached_generate(second, [req], cache)
+    assert resp.cached is False and n_entries(tmp_path / "cache") == 2

@@ -13,6 +13,7 @@ from valueharms.plan import (
     adapter_dir,
     check_models,
     distribution_specs,
+    is_api,
     read_template,
     subjects,
 )
@@ -157,12 +158,34 @@ def test_check_models_accepts_the_shipped_configs() -> None:
         ({"judges": {"llm": {"model": "gpt-9"}}}, "judges.llm.model"),
         ({"models": {"m": {"source": "hub"}}}, "models.m"),
         ({"models": {"m": {"source": "path", "path": "/no/such/model/dir"}}}, "models.m.path"),
+        (
+            {"models": {"gpt": {"source": "api"}}, "base_model": "gpt"},
+            "base_model",
+        ),
+        (
+            {
+                "models": {"gpt": {"source": "api"}},
+                "judges": {"llm": {"model": "gpt", "mode": "choice"}},
+            },
+            "judges.llm.mode",
+        ),
     ],
 )
 def test_check_models_names_the_bad_key(config: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         check_models(validate(config))
     assert str(err.value).startswith(f"config key '{key}'")
+
+
+def test_an_api_judge_is_accepted_in_generate_mode() -> None:
+    cfg = validate(
+        {
+            "models": {"gpt-4o": {"source": "api", "revision": "gpt-4o-2024-08-06"}},
+            "judges": {"llm": {"model": "gpt-4o"}},
+        }
+    )
+    check_models(cfg)
+    assert is_api(cfg, "gpt-4o") and not is_api(cfg, "smollm2-135m")
 
 
 def test_read_template_strips_one_trailing_newline(tmp_path: Path) -> None:

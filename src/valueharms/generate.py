@@ -112,7 +112,9 @@ def run(
     template: str,
     system: str | None,
     seed: int,
-    chat: bool,
+    model_spec: dict,
+    backend: str,
+    backend_settings: dict,
     cache_dir: str,
     batch_size: int,
     out: str,
@@ -121,14 +123,16 @@ def run(
     """Generation job for one subject and benchmark: prompts file in, generations file out."""
     from valueharms.data.benchmarks import PROMPTS_SCHEMA
     from valueharms.io import read_table, write_table
-    from valueharms.llm.hf import HFBackend
+    from valueharms.llm.backends import make_backend
 
     prompts = read_table(prompts_path, PROMPTS_SCHEMA)
     adapters = {"subject": adapter_dir} if adapter_dir else None
-    backend = HFBackend(base, base_dir, adapters=adapters, chat=chat, threads=threads)
+    server = make_backend(
+        base, model_spec, backend, backend_settings, base_dir, adapters, threads, cache_dir
+    )
     df = generate(
         prompts,
-        backend,
+        server,
         LLMCache(cache_dir),
         model_id,
         condition,

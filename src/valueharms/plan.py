@@ -114,6 +114,11 @@ def adapter_dir(model_id: str) -> str | None:
     return f"{RESULTS}/models/{model_id}/adapter"
 
 
+def is_api(config: dict[str, Any], model: str) -> bool:
+    """Whether `model` is served by an OpenAI-compatible endpoint (no local weights)."""
+    return config["models"][model].get("source") == "api"
+
+
 def base_dir(base: str) -> str:
     return f"{RESULTS}/models/{base}/base"
 
@@ -126,6 +131,17 @@ def check_models(config: dict[str, Any]) -> None:
         raise ConfigError(
             f"config key 'judges.llm.model': '{config['judges']['llm']['model']}' "
             "is not a key of models"
+        )
+    if config["models"][config["base_model"]].get("source") == "api":
+        raise ConfigError(
+            f"config key 'base_model': '{config['base_model']}' is served by an API; "
+            "Study A trains adapters on it, so it needs weights (source embedded, hub or path)"
+        )
+    judge = config["judges"]["llm"]
+    if is_api(config, judge["model"]) and judge["mode"] == "choice":
+        raise ConfigError(
+            "config key 'judges.llm.mode': choice mode scores the verdicts' likelihoods, "
+            f"which an API model ('{judge['model']}') does not expose; use mode: generate"
         )
     for mid, spec in config["models"].items():
         if spec.get("source") == "hub" and not spec.get("hf_id") and not spec.get("path"):

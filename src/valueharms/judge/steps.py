@@ -19,7 +19,8 @@ def run(
     template: str | None,
     judge_name: str,
     judge_base_dir: str | None,
-    judge_chat: bool,
+    judge_spec: dict[str, Any],
+    backend_settings: dict[str, Any],
     cache_dir: str,
     out: str,
     threads: int = 1,
@@ -28,15 +29,23 @@ def run(
     if benchmark == "rtp":
         df = judge_toxicity(gens, make_scorer(judge))
     else:
-        from valueharms.llm.hf import HFBackend
+        from valueharms.llm.backends import make_backend
 
-        assert judge_base_dir and template
-        backend = HFBackend(judge["model"], judge_base_dir, chat=judge_chat, threads=threads)
+        assert template
+        server = make_backend(
+            judge["model"],
+            judge_spec,
+            judge["backend"],
+            backend_settings,
+            judge_base_dir,
+            threads=threads,
+            cache_dir=cache_dir,
+        )
         df = judge_with_llm(
             gens,
             benchmark,
             template,
-            backend,
+            server,
             LLMCache(cache_dir),
             judge_name,
             max_new_tokens=judge["max_new_tokens"],

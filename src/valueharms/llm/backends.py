@@ -1,0 +1,62 @@
+"""Pick the backend that serves a model: hf or vllm for local weights, openai for an API.
+
+A model whose `source` is `api` is served by an OpenAI-compatible endpoint (OpenAI, a
+vLLM server); local models go to the configured local backend. Backend modules are
+imported here lazily, so an environment without vllm or a network still runs hf.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from valueharms.llm.interface import Backend
+
+LOCAL_BACKENDS = ("hf", "vllm")
+
+
+def make_backend(
+    model_id: str,
+    spec: dict[str, Any],
+    kind: str,
+    settings: dict[str, Any],
+    base_dir: str | os.PathLike[str] | None = None,
+    adapters: dict[str, str | Path] | None = None,
+    threads: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Backend:
+    """The backend for `model_id` (a key of config `models`, described by `spec`).
+
+    `kind` is the configured local backend (hf | vllm); `settings` is config `backends`.
+    `cache_dir` holds the Batch API state (batch ids), so a restarted job resumes.
+    """
+    if spec.get("source") == "api":
+        from valueharms.llm.openai_backend import OpenAIBackend
+
+        if adapters:
+            raise ValueError(f"model {model_id!r} is served by an API: it takes no local adapters")
+        batch_dir = Path(cache_dir) / "batches" if cache_dir else None
+        return OpenAIBackend(
+            spec.get("name") or model_id,
+            base_url=spec.get("base_url"),
+            api_key_env=spec.get("api_key_env") or "OPENAI_API_KEY",
+            revision=spec.get("revision"),
+            batch_dir=batch_dir,
+            **settings["openai"],
+        )
+    if base_dir is None:
+        raise ValueError(f"model {model_id!r} has local weights: base_dir is required")
+    if kind == "vllm":
+        from valueharms.llm.vllm_backend import VLLMBackend
+
+        return VLLMBackend(
+            model_id, base_dir, adapters=adapters, chat=spec["chat"], **settings["vllm"]
+        )
+    if kind != "hf":
+        raise ValueError(f"unknown local backend {kind!r}; expected one of {LOCAL_BACKENDS}")
+    from valueharms.llm.hf import HFBackend
+
+    return HFBackend(
+        model_id, base_dir, adapters=adapters, chat=spec["chat"], threads=threads, **settings["hf"]
+    )
