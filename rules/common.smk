@@ -132,13 +132,34 @@ def icl_system(w):
     return []
 
 
+def judge_kind(benchmark):
+    """Which judge scores a benchmark: toxicity scorer, regard classifier or the LLM."""
+    if benchmark == "rtp":
+        return "toxicity"
+    if (
+        benchmark == "holisticbiasr"
+        and config["judges"]["regard"]["kind"] == "hf_classifier"
+    ):
+        return "regard"
+    return "llm"
+
+
+JUDGE_LLM = config["judges"]["llm"]["model"]
+
+
+def llm_judge_param(w, value):
+    """`value` for jobs the LLM judges; None otherwise, so its settings do not rerun them."""
+    return value if judge_kind(w.benchmark) == "llm" else None
+
+
 def judge_model_input(w):
-    model = config["judges"]["llm"]["model"]
-    if w.benchmark == "rtp" or plan.is_api(config, model):
+    if judge_kind(w.benchmark) != "llm" or plan.is_api(config, JUDGE_LLM):
         return []
-    return plan.base_dir(model)
+    return plan.base_dir(JUDGE_LLM)
 
 
 def judge_template(benchmark):
     key = {"holisticbiasr": "regard"}.get(benchmark, benchmark)
-    return template(f"judges.templates.{key}") if benchmark != "rtp" else None
+    return (
+        template(f"judges.templates.{key}") if judge_kind(benchmark) == "llm" else None
+    )

@@ -19,14 +19,15 @@ rule judge:
     resources:
         mem_mb=res("judge", "mem_mb"),
         runtime=res("judge", "runtime"),
-        gpu=lambda w: res("judge", "gpu") if w.benchmark != "rtp" else 0,
+        gpu=lambda w: res("judge", "gpu") if judge_model_input(w) else 0,
     params:
-        judge=lambda w: config["judges"]["toxicity" if w.benchmark == "rtp" else "llm"],
+        kind=lambda w: judge_kind(w.benchmark),
+        judge=lambda w: config["judges"][judge_kind(w.benchmark)],
         template=lambda w: judge_template(w.benchmark),
         judge_name=lambda w: JUDGE_NAMES[w.benchmark],
-        judge_spec=model_spec(config["judges"]["llm"]["model"]),
-        backend_settings=backend_settings(
-            config["judges"]["llm"]["model"], config["judges"]["llm"]["backend"]
+        judge_spec=lambda w: llm_judge_param(w, model_spec(JUDGE_LLM)),
+        backend_settings=lambda w: llm_judge_param(
+            w, backend_settings(JUDGE_LLM, config["judges"]["llm"]["backend"])
         ),
         code=code("judge", "llm"),
     script:
