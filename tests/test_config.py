@@ -95,7 +95,7 @@ def test_wrong_type_or_range_names_the_key(config: dict, key: str, word: str) ->
     [
         ({"vim": {"strategy": "median"}}, "vim.strategy", "median"),
         ({"benchmarks": {"select": ["rtp", "toxigen"]}}, "benchmarks.select.1", "toxigen"),
-        ({"judges": {"toxicity": {"kind": "perspective"}}}, "judges.toxicity.kind", "perspective"),
+        ({"judges": {"toxicity": {"kind": "detoxify"}}}, "judges.toxicity.kind", "detoxify"),
         ({"datasets": {"imdb": {"path": "x.csv"}}}, "datasets", "imdb"),
     ],
 )
