@@ -52,8 +52,10 @@ def cached_generate(
     """Answer `requests`, calling the backend only for those not in the cache.
 
     Answers are stored batch by batch, so a killed job loses at most one batch.
-    Failed calls are returned as failures and never cached.
+    Failed calls are returned as failures and never cached. A backend may set its own
+    `chunk_size` (the Batch API wants every request in one call).
     """
+    batch_size = getattr(backend, "chunk_size", None) or batch_size
     out: dict[str, Response] = {}
     todo: list[tuple[str, Request]] = []
     for req in requests:
