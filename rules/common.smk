@@ -145,6 +145,10 @@ def judge_kind(benchmark):
 
 
 JUDGE_LLM = config["judges"]["llm"]["model"]
+# The vllm backend brings its own CUDA torch and transformers pins: its own env.
+GENERATE_ENV = "../envs/generate{}.yaml".format(
+    "-vllm" if config["generation"]["backend"] == "vllm" else ""
+)
 
 
 def llm_judge_param(w, value):

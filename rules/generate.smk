@@ -17,7 +17,7 @@ rule generate:
     group:
         "generate"
     conda:
-        "../envs/generate.yaml"
+        GENERATE_ENV
     threads: res("generate", "threads")
     resources:
         mem_mb=res("generate", "mem_mb"),
