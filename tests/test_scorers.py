@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from test_metrics import judgments
 
 from valueharms.io import conform, read_table, write_table
 from valueharms.judge.parse import REGARD_LABELS
@@ -630,31 +631,6 @@ def test_judge_toxicity_with_perspective(perspective: FakePerspective) -> None:
 
 
 # --- metrics by hand ------------------------------------------------------------------
-
-
-def judgments(benchmark: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    defaults = {
-        "benchmark": benchmark,
-        "model_id": "m",
-        "condition": "plain",
-        "sample": 0,
-        "category": None,
-        "axis": None,
-        "descriptor": None,
-        "text": "t",
-        "judge": "j",
-        "status": "ok",
-        "score": np.nan,
-        "label": None,
-        "raw": None,
-        "error": None,
-    }
-    full = [{**defaults, **row} for row in rows]
-    for i, row in enumerate(full):
-        row.setdefault("prompt_id", f"p{i}")
-    df = pd.DataFrame(full)[JUDGMENTS_SCHEMA.names]
-    conform(df, JUDGMENTS_SCHEMA)
-    return df
 
 
 def get(df: pd.DataFrame, metric: str, category: str = "all") -> pd.Series:

@@ -15,7 +15,13 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from valueharms.llm.interface import STATUS_FAILED, Request, Response, Sampling
+from valueharms.llm.interface import (
+    STATUS_FAILED,
+    Request,
+    Response,
+    Sampling,
+)
+from valueharms.llm.local import LocalBackend
 from valueharms.models import model_revision
 
 log = logging.getLogger(__name__)
@@ -30,7 +36,9 @@ def pick_device() -> tuple[str, Any]:
     return "cpu", torch.float32
 
 
-class HFBackend:
+class HFBackend(LocalBackend):
+    kind = "hf"
+
     def __init__(
         self,
         model_id: str,
@@ -66,24 +74,6 @@ class HFBackend:
                 model.load_adapter(str(path), adapter_name=name)
             self._adapter_revisions[name] = model_revision(self.base_dir, path)
         self.model = model.to(self.device).eval()
-
-    def identity(self, adapter: str | None) -> dict[str, Any]:
-        return {
-            "backend": "hf",
-            "model": self.model_id,
-            "revision": self._adapter_revisions[adapter] if adapter else self._revision,
-        }
-
-    def render(self, req: Request) -> str:
-        if req.messages:
-            msgs = [{"role": r, "content": c} for r, c in req.messages]
-            if self.chat:
-                return self.tokenizer.apply_chat_template(
-                    msgs, add_generation_prompt=True, tokenize=False
-                )
-            # Completion models see system text, then the user text, as plain prose.
-            return "\n\n".join(c for _, c in req.messages)
-        return req.prompt or ""
 
     def generate(self, requests: list[Request]) -> list[Response]:
         out: dict[str, Response] = {}

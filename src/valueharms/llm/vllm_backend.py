@@ -26,7 +26,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from valueharms.llm.interface import STATUS_FAILED, Request, Response, Sampling
+from valueharms.llm.interface import (
+    STATUS_FAILED,
+    Request,
+    Response,
+    Sampling,
+)
+from valueharms.llm.local import LocalBackend
 from valueharms.models import model_revision
 
 log = logging.getLogger(__name__)
@@ -40,7 +46,9 @@ def _on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-class VLLMBackend:
+class VLLMBackend(LocalBackend):
+    kind = "vllm"
+
     def __init__(
         self,
         model_id: str,
@@ -101,24 +109,6 @@ class VLLMBackend:
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
 
     # -- Backend protocol --------------------------------------------------------------
-
-    def identity(self, adapter: str | None) -> dict[str, Any]:
-        return {
-            "backend": "vllm",
-            "model": self.model_id,
-            "revision": self._adapter_revisions[adapter] if adapter else self._revision,
-        }
-
-    def render(self, req: Request) -> str:
-        if req.messages:
-            msgs = [{"role": r, "content": c} for r, c in req.messages]
-            if self.chat:
-                return self.tokenizer.apply_chat_template(
-                    msgs, add_generation_prompt=True, tokenize=False
-                )
-            # Completion models see system text, then the user text, as plain prose.
-            return "\n\n".join(c for _, c in req.messages)
-        return req.prompt or ""
 
     def generate(self, requests: list[Request]) -> list[Response]:
         """Answer all `requests` with one `LLM.generate` call.
