@@ -198,3 +198,41 @@ def test_demo_rerun_touch_and_changes(demo: Path) -> None:
     c = job_counts(out.stdout)
     assert c["train_vim_stage1"] == 1 and c["train_vim_stage2"] == 1
     assert c["generate"] == 8 and c["judge"] == 8  # VIM close_Ach + ICL close_Ach, 4 benchmarks
+
+
+@pytest.mark.slow
+def test_demo_with_an_api_judge_pays_each_call_once(demo: Path) -> None:
+    """The judge stage through the openai backend: a model with `source: api`, served by a
+    local OpenAI-compatible server. Runs last: it changes the demo's judgments."""
+    from openai_mock import MockOpenAI
+
+    target = "results/judgments/hexphi/smollm2-135m/vanilla/plain.parquet"
+    with MockOpenAI() as mock:
+        cfg = {
+            "models": {
+                "smollm2-135m": {"source": "embedded", "chat": True},
+                "api-judge": {"source": "api", "name": "judge-7b", "base_url": mock.base_url},
+            },
+            "judges": {"llm": {"model": "api-judge", "mode": "generate"}},
+        }
+        (demo / "config/api_judge.yaml").write_text(yaml.safe_dump(cfg))
+        args = ["--profile", "profiles/local", "--configfile", "config/demo.yaml"]
+        args += ["config/api_judge.yaml", "--", target]
+        out = smk(demo, *args)
+        assert out.returncode == 0, out.stderr[-3000:]
+        j = pd.read_parquet(demo / target)
+        gens = pd.read_parquet(demo / target.replace("judgments", "generations"))
+        calls = mock.generate_calls()
+        assert len(calls) == int((gens.status == "ok").sum()) > 0
+        assert {c.body["model"] for c in calls} == {"judge-7b"}
+        assert set(j.judge) == {"llm:api-judge"}
+        # The mock echoes the prompt, which is no verdict: unparsed, never scored.
+        assert set(j.status) <= {"ok", "unparsed"} and j.raw.str.startswith("echo:").all()
+        assert j.loc[j.status == "unparsed", "score"].isna().all()
+
+        # The job again from scratch: every answer comes from the cache, no call is paid.
+        (demo / target).unlink()
+        again = smk(demo, *args)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert len(mock.generate_calls()) == len(calls)
+        pd.testing.assert_frame_equal(pd.read_parquet(demo / target), j)
