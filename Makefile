@@ -54,13 +54,13 @@ test: $(STAMP) $(VLLM_STAMP)
 		$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts bench cluster
+	$(BIN)/ruff format --check src tests scripts bench cluster
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff format src tests scripts bench cluster
 	$(BIN)/snakefmt Snakefile rules
 
 clean:

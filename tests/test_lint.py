@@ -20,8 +20,8 @@ def run(*cmd: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     "cmd",
     [
-        ("ruff", "check", "src", "tests", "scripts"),
-        ("ruff", "format", "--check", "src", "tests", "scripts"),
+        ("ruff", "check", "src", "tests", "scripts", "bench", "cluster"),
+        ("ruff", "format", "--check", "src", "tests", "scripts", "bench", "cluster"),
         ("snakefmt", "--check", "Snakefile", "rules"),
     ],
 )

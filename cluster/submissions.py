@@ -1,0 +1,89 @@
+"""How many SLURM submissions a run makes: jobs per rule, and group jobs per group.
+
+    cd <checkout> && .venv/bin/python cluster/submissions.py SNAKEMAKE_ARGS...
+    e.g. SNAKEMAKE_ARGS = --profile profiles/slurm --configfile config/study_a.yaml
+    --json first: print JSON instead of a table
+
+Runs Snakemake's dry run (`-n`) with the given arguments. With a cluster executor (the
+profile's `executor: slurm`) the dry run prints each group job with its jobs, so the
+groups and group-components of the profile count; its "Job stats" table only gives jobs
+per rule. This reads the printed plan. It needs no cluster: the dry run submits nothing.
+tests/test_slurm.py checks its count against the jobs a live SLURM cluster received.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+
+GROUP = re.compile(r"Group job (\S+) \(jobs in lexicogr\. order\):")
+RULE = re.compile(r"^(\s*)(local)?rule (\w+):")
+
+
+def parse(plan: str) -> dict:
+    """The dry run's printed plan -> jobs per rule, submissions per rule or group."""
+    jobs: list[list] = []  # [rule, group or None, has output]
+    group_jobs: Counter[str] = Counter()
+    group = None
+    for line in plan.splitlines():
+        if m := GROUP.search(line):
+            group = m.group(1)
+            group_jobs[group] += 1
+        elif m := RULE.match(line):
+            indent, local, rule = m.groups()
+            group = group if indent else None
+            jobs.append([rule, group, False, bool(local)])
+        elif jobs and line.strip().startswith("output:"):
+            jobs[-1][2] = True
+    # A job without output (the target rule `all`) runs in the main Snakemake process.
+    remote = [(rule, grp) for rule, grp, has_output, local in jobs if has_output and not local]
+    rules = Counter(rule for rule, _ in remote)
+    singles = Counter(rule for rule, grp in remote if grp is None)
+    members: dict[str, Counter[str]] = {g: Counter() for g in group_jobs}
+    for rule, grp in remote:
+        if grp is not None:
+            members[grp][rule] += 1
+    return {
+        "rules": dict(rules),
+        "singles": dict(singles),
+        "groups": {
+            g: {"submissions": group_jobs[g], "jobs": dict(members[g])} for g in sorted(group_jobs)
+        },
+        "jobs": sum(rules.values()),
+        "submissions": sum(singles.values()) + sum(group_jobs.values()),
+    }
+
+
+def table(result: dict) -> str:
+    lines = [f"{'submitted as':<22} {'jobs':>6} {'sbatch calls':>13}"]
+    for rule, n in sorted(result["singles"].items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"{rule:<22} {n:>6} {n:>13}")
+    for group, entry in result["groups"].items():
+        members = ", ".join(f"{r} {n}" for r, n in sorted(entry["jobs"].items()))
+        jobs = sum(entry["jobs"].values())
+        lines.append(f"{'group ' + group:<22} {jobs:>6} {entry['submissions']:>13}   ({members})")
+    lines.append(f"{'total':<22} {result['jobs']:>6} {result['submissions']:>13}")
+    return "\n".join(lines)
+
+
+def run(args: list[str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout + out.stderr)
+        sys.exit(f"submissions.py: the dry run failed (exit {out.returncode})")
+    return parse(out.stdout + out.stderr)
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    as_json = bool(argv) and argv[0] == "--json"
+    result = run(argv[1:] if as_json else argv)
+    print(json.dumps(result, indent=1) if as_json else table(result))
