@@ -11,7 +11,16 @@ import pytest
 
 from valueharms.io import read_json
 from valueharms.models import model_revision
-from valueharms.train.sft import IGNORE, SFTConfig, encode, train_lora
+from valueharms.train.sft import (
+    IGNORE,
+    SFTConfig,
+    _batches,
+    batch_loss,
+    encode,
+    epoch_batches,
+    token_losses,
+    train_lora,
+)
 
 PROMPT, COMPLETION = "Say yes.", " yes yes yes"
 EXAMPLES = pd.DataFrame({"prompt": [PROMPT] * 8, "completion": [COMPLETION] * 8})
@@ -189,3 +198,107 @@ def test_adapter_revision_ignores_the_training_log(stage1, tiny_model_dir, tmp_p
     log["seconds"] += 1.0
     (copy / "train_log.json").write_text(json.dumps(log))
     assert model_revision(tiny_model_dir, copy) == model_revision(tiny_model_dir, stage1[0])
+
+
+# Issue 10: the efficient loss path (own-length padding, length-grouped batches, lm_head only
+# where a target token is predicted) gives the published recipe's loss.
+VARIED = [
+    ("Say yes.", " yes"),  # the shortest: 5 tokens
+    ("Tell me what you think about public transport being free for everyone.", " I agree."),
+    ("Why?", " Because fewer cars would mean cleaner air and much quieter streets."),
+    ("Name a colour.", " Blue, the colour of the sea."),
+    ("Should we ban fast food? " * 6, " No"),
+]
+
+
+def per_example_losses(model, ids, labels, mask, target_only: bool):
+    import torch
+
+    losses, row = token_losses(model, ids, labels, mask, target_only)
+    n = len(ids)
+    total = torch.zeros(n, dtype=losses.dtype).index_add_(0, row, losses)
+    return total / torch.bincount(row, minlength=n)
+
+
+@pytest.fixture
+def random_lora(tiny_model_dir):
+    """The tiny model with a LoRA adapter whose A and B are random and non-zero."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    cfg = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    cfg.init_lora_weights = False
+    return get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg)
+
+
+def test_target_only_loss_equals_the_padded_full_logits_loss(random_lora, tok) -> None:
+    import torch
+
+    model = random_lora.eval()
+    rows = [encode(tok, p, c, 128, chat=False)[:2] for p, c in VARIED]
+    assert len({len(i) for i, _ in rows}) == len(rows)  # all lengths differ
+    everything = [list(range(len(rows)))]
+    full = next(_batches(rows, everything, tok.pad_token_id, width=128))
+    own = next(_batches(rows, everything, tok.pad_token_id))
+    assert full[0].shape[1] == 128 and own[0].shape[1] == max(len(i) for i, _ in rows)
+    with torch.no_grad():
+        published = per_example_losses(model, *full, target_only=False)
+        ours = per_example_losses(model, *own, target_only=True)
+        torch.testing.assert_close(ours, published, rtol=0, atol=1e-5)
+        # The batch loss is the mean over target tokens, as transformers' `labels=` loss.
+        torch.testing.assert_close(
+            batch_loss(model, *own, target_only=True),
+            batch_loss(model, *full, target_only=False),
+            rtol=0,
+            atol=1e-5,
+        )
+        with model.disable_adapter():  # the adapter matters: it is in both paths
+            plain = per_example_losses(model, *own, target_only=True)
+    assert (plain - ours).abs().min() > 1e-3
+    # Same gradients on the LoRA weights, so the optimisation is unchanged.
+    grads = []
+    for batch, target_only in ((full, False), (own, True)):
+        model.zero_grad()
+        batch_loss(model, *batch, target_only=target_only).backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_length_grouped_batches_cover_every_example_once_and_pad_less() -> None:
+    import random
+
+    import torch
+
+    rng = random.Random(0)
+    lengths = [rng.randint(20, 128) for _ in range(203)]
+
+    def pad_share(batches):
+        padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+        return 1 - sum(lengths) / padded
+
+    grouped = epoch_batches(lengths, 8, torch.Generator().manual_seed(42), True)
+    again = epoch_batches(lengths, 8, torch.Generator().manual_seed(42), True)
+    plain = epoch_batches(lengths, 8, torch.Generator().manual_seed(42), False)
+    assert grouped == again  # seeded
+    assert sorted(i for b in grouped for i in b) == list(range(203))
+    assert sorted(i for b in plain for i in b) == list(range(203))
+    assert len(grouped) == len(plain) == 26
+    assert pad_share(grouped) < 0.1 < 0.3 < pad_share(plain)
+    # Without grouping, the batches are cut from the permutation train_lora always drew.
+    order = torch.randperm(203, generator=torch.Generator().manual_seed(42)).tolist()
+    assert [i for b in plain for i in b] == order
+
+
+def test_the_published_recipe_is_still_selectable(tiny_model_dir, base_loss, tmp_path) -> None:
+    kw = dict(learning_rate=1e-2, epochs=1, batch_size=8, max_steps=1, lora_dropout=0.0)
+    published = SFTConfig(
+        **kw, group_by_length=False, target_only_logits=False, pad_to_max_length=True
+    )
+    a = train_lora(tiny_model_dir, EXAMPLES, EXAMPLES, tmp_path / "a", published, threads=2)
+    b = train_lora(tiny_model_dir, EXAMPLES, EXAMPLES, tmp_path / "b", SFTConfig(**kw), threads=2)
+    assert a["history"][0]["train_loss"] == pytest.approx(base_loss, abs=1e-4)
+    assert b["history"][0]["train_loss"] == pytest.approx(base_loss, abs=1e-4)
+    assert a["best_valid_loss"] == pytest.approx(b["best_valid_loss"], abs=1e-4)
