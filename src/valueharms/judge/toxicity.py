@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from valueharms.hashing import sha256_json
+from valueharms.http_retry import retry_after
 from valueharms.llm.cache import LLMCache
 
 log = logging.getLogger(__name__)
@@ -119,15 +120,6 @@ class _Fatal(Exception):
     pass
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (the delta form; an HTTP date is ignored)."""
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and seconds >= 0 and math.isfinite(seconds) else None
-
-
 class PerspectiveScorer:
     """TOXICITY summary score from Google's Perspective API (Study A's RTP scorer).
 
@@ -213,7 +205,7 @@ class PerspectiveScorer:
             detail = err.read(500).decode("utf-8", "replace") if err.fp else ""
             message = f"HTTP {err.code} {err.reason}: {detail}".strip().rstrip(":")
             if err.code in _RETRY_STATUS:
-                raise _Retryable(message, _retry_after(err.headers.get("Retry-After"))) from None
+                raise _Retryable(message, retry_after(err.headers)) from None
             raise _Fatal(message) from None
         except (OSError, http.client.HTTPException) as err:  # timeouts, refused, reset
             reason = getattr(err, "reason", err)

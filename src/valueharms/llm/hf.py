@@ -140,7 +140,8 @@ class HFBackend(LocalBackend):
         tail = torch.tensor([c + [pad] * (width - len(c)) for c in c_ids], device=self.device)
         tail_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in c_ids])
         context, first_kw = self._using(adapters)
-        _, rest_kw = self._using(adapters, repeat=n_c)
+        # Each prompt row becomes n_c choice rows below: repeat its adapter name as well.
+        rest_kw = {k: [n for n in names for _ in range(n_c)] for k, names in first_kw.items()}
         with torch.inference_mode(), context:
             # Positions count real tokens only, as generate() does with left padding.
             first = self.model(

@@ -18,7 +18,6 @@ environment and is scrubbed from every error message this module stores or logs.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from valueharms.hashing import sha256_json
+from valueharms.http_retry import retry_after as retry_after_header
 from valueharms.io import jsonl_objects, write_json
 from valueharms.llm.interface import STATUS_FAILED, Request, Response
 
@@ -47,8 +47,6 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 # Local OpenAI-compatible servers (vLLM) accept any key; these hosts may run without one.
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 LOCAL_DUMMY_KEY = "EMPTY"
-# Never sleep longer than this on a server's say-so.
-MAX_RETRY_AFTER = 600.0
 MAX_ERROR_CHARS = 300
 
 
@@ -233,7 +231,7 @@ class OpenAIBackend:
                 if isinstance(err, openai.APIStatusError):
                     code = err.status_code
                     transient = code in (408, 429) or code >= 500
-                    retry_after = _retry_after(err.response.headers)
+                    retry_after = retry_after_header(err.response.headers)
                 else:
                     # APITimeoutError is an APIConnectionError; a body the client could not
                     # decode (or one we found unusable) is a server hiccup, like a 5xx.
@@ -449,24 +447,6 @@ def extract_texts(data: Any, chat: bool, n: int) -> list[str]:
             raise MalformedResponseError("a choice has empty or missing content")
         texts.append(text)
     return texts
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds the server asked us to wait (Retry-After / retry-after-ms), if any."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            parsed = email.utils.parsedate_tz(value)  # Retry-After may be an HTTP date
-            if parsed is None:
-                continue
-            seconds = email.utils.mktime_tz(parsed) - time.time()
-        if seconds == seconds:  # not NaN
-            return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-    return None
 
 
 def _errors(batch: Any) -> str:

@@ -123,8 +123,8 @@ class VLLMBackend(LocalBackend):
         prompts: list[Any] = []
         params: list[Any] = []
         loras: list[Any] = []
-        # (request, index of its first prompt, choice token ids or None)
-        plan: list[tuple[Request, int, list[list[int]] | None]] = []
+        # (request, index of its first prompt, (choice token ids, their steps) or None)
+        plan: list[tuple[Request, int, tuple[list[list[int]], list[Step]] | None]] = []
         for req in requests:
             try:
                 lora = self._lora_for(req.adapter)
@@ -136,7 +136,7 @@ class VLLMBackend(LocalBackend):
                         raise ValueError(f"a choice encodes to no tokens: {s.choices!r}")
                     self._check_length(len(p_ids) + max(len(c) for c in c_ids), 1)
                     steps = _choice_steps(c_ids)
-                    plan.append((req, len(prompts), c_ids))
+                    plan.append((req, len(prompts), (c_ids, steps)))
                     for prefix, next_ids in steps:
                         # One decoding step after prompt + prefix, reporting the
                         # log-probabilities of the choice tokens that can follow it.
@@ -165,12 +165,12 @@ class VLLMBackend(LocalBackend):
                 for req, _, _ in plan:
                     out[req.key] = _failed(req, err)
                 return [out[r.key] for r in requests]
-            for req, start, c_ids in plan:
+            for req, start, choice in plan:
                 s = req.sampling
                 try:
-                    if c_ids is not None:
-                        n_steps = len(_choice_steps(c_ids))
-                        best = _best_choice(results[start : start + n_steps], c_ids)
+                    if choice is not None:
+                        c_ids, steps = choice
+                        best = _best_choice(results[start : start + len(steps)], c_ids, steps)
                         texts = [s.choices[best]] * s.n
                     else:
                         texts = [o.text for o in results[start].outputs]
@@ -242,7 +242,11 @@ class VLLMBackend(LocalBackend):
         )
 
 
-def _choice_steps(c_ids: list[list[int]]) -> list[tuple[tuple[int, ...], list[int]]]:
+# One scoring step: (prefix of choice tokens, the choice tokens that may follow it).
+Step = tuple[tuple[int, ...], list[int]]
+
+
+def _choice_steps(c_ids: list[list[int]]) -> list[Step]:
     """The decoding steps that score every choice: (prefix of choice tokens, next tokens).
 
     Choices sharing a prefix share its step, so single-token choices need one step in all.
@@ -256,14 +260,14 @@ def _choice_steps(c_ids: list[list[int]]) -> list[tuple[tuple[int, ...], list[in
     return list(steps.items())
 
 
-def _best_choice(outputs: list[Any], c_ids: list[list[int]]) -> int:
+def _best_choice(outputs: list[Any], c_ids: list[list[int]], steps: list[Step]) -> int:
     """Index of the choice with the highest summed log-probability after the prompt.
 
     As hf.py: each choice is tokenised on its own and its ids follow the prompt's ids;
     token k of a choice is scored after the prompt and the choice's first k tokens.
     """
     logprob: dict[tuple[tuple[int, ...], int], float] = {}
-    for (prefix, nexts), o in zip(_choice_steps(c_ids), outputs, strict=True):
+    for (prefix, nexts), o in zip(steps, outputs, strict=True):
         step = o.outputs[0].logprobs[0]  # token id -> Logprob at the one generated step
         for tok in nexts:
             logprob[(prefix, tok)] = step[tok].logprob
