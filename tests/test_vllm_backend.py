@@ -168,6 +168,8 @@ def vllm_result(
         )
     result = json.loads((work / "result.json").read_text(encoding="utf-8"))
     result["timings"]["subprocess_wall_s"] = wall
+    if result.get("errors"):  # failed requests: show why, and what the engine said
+        print("\nvllm_check errors:", result["errors"], "\n--- stderr\n", proc.stderr[-6000:])
     print("\nvllm_check timings:", json.dumps(result["timings"], indent=1))
     return result
 
