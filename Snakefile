@@ -7,7 +7,7 @@ include: "rules/common.smk"
 
 
 wildcard_constraints:
-    benchmark="|".join((*plan.BENCHMARKS, plan.PVQ)),
+    benchmark="|".join((*plan.BENCHMARKS, plan.PVQ, *sbplan.EVAL_BENCHMARKS)),
     condition="[A-Za-z0-9_.+-]+",
     dist="[A-Za-z0-9_.+-]+",
     base="[A-Za-z0-9_.-]+",
@@ -28,5 +28,7 @@ include: "rules/report.smk"
 rule all:
     default_target: True
     input:
-        "results/report/index.html" if SUBJECTS else [],
+        "results/report/index.html" if SUBJECTS or SBP.eval else [],
+        # Every subject's generations as a file of its own (cut from the group tables).
+        [plan.item_path("generations", it) for it in GEN_ITEMS],
         SBP.targets(),

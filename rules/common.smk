@@ -1,5 +1,6 @@
 # Validate the config against config/schema.yaml (filling defaults), and plan what the
 # config asks for: distributions, subjects, datasets, templates. Input functions too.
+import functools
 import json
 import sys
 
@@ -9,6 +10,8 @@ from valueharms.config import ConfigError, load_yaml, validate
 from valueharms.data.sources import DataError, resolve
 from valueharms.hashing import code_hash, sha256_json
 from valueharms.judge.run import judge_name_for
+from valueharms.studyb import induction
+from valueharms.studyb import plan as sbplan
 
 # No --configfile: run the demo. (A `configfile:` directive here would be deep-merged
 # with the user's --configfile, so a study config would inherit the demo's settings.)
@@ -72,6 +75,30 @@ try:
     for b in config["benign"]["select"]:
         NEEDED |= {b} | ({"grammar_valid"} if b == "grammar" else set())
     DATA = {name: resolve(name, config, "results/data/raw") for name in sorted(NEEDED)}
+    # Study B (rules/studyb.smk): checked and planned only when studyb.enabled.
+    SB = config["studyb"]
+    SBP = sbplan.build(config, "results/data/raw")
+    SB_TEMPLATES = {}
+    if SBP.enabled:
+        SB_TEMPLATES["extract"] = plan.read_template(
+            SB["extract"]["template"], "studyb.extract.template"
+        )
+    if SBP.verify:
+        SB_TEMPLATES["verify"] = plan.read_template(
+            SB["verify"]["template"], "studyb.verify.template"
+        )
+    if SBP.eval:
+        SB_TEMPLATES["induction"] = plan.read_template(
+            SB["eval"]["induction_template"], "studyb.eval.induction_template"
+        )
+        for b in SBP.eval_benchmarks:
+            TEMPLATES[f"benchmarks.{b}.template"] = plan.read_template(
+                config["benchmarks"][b]["template"], f"benchmarks.{b}.template"
+            )
+        for k, p in SB["judge"]["templates"].items():
+            SB_TEMPLATES[f"judge.{k}"] = plan.read_template(
+                p, f"studyb.judge.templates.{k}"
+            )
 except (ConfigError, DataError) as err:
     sys.exit(f"valueharms: {err}")
 
@@ -98,6 +125,7 @@ def template_hash(key):
     return plan.text_hash(TEMPLATES[key])
 
 
+@functools.lru_cache(maxsize=None)
 def code(*modules):
     """Hash of the library code behind a step; editing that code reruns the step only."""
     return code_hash(*modules)
@@ -146,12 +174,78 @@ def subject_path(stage, benchmark, s):
     return f"results/{stage}/{benchmark}/{s.model_id}/{s.condition}.parquet"
 
 
+# ---------------------------------------------------------------- job groups
+# A generate (or judge) job serves a group of subjects of one base model, benchmark and
+# family (valueharms.plan.group_items): the base is loaded once and every adapter of the
+# group rides on it. Each group writes results/groups/<stage>/<benchmark>/<group>.parquet;
+# one local job per subject cuts its rows out to results/<stage>/<benchmark>/<model>/
+# <condition>.parquet, the per-subject files every later stage reads.
+GEN_ITEMS = plan.generation_items(SUBJECTS, BENCHMARKS, PVQ_SUBJECTS, MIT_RUNS)
+GEN_ITEMS += sbplan.eval_items(SBP.eval)
+# Study B subjects by (benchmark, model_id, condition): their induction settings.
+SB_SUBJECT_OF = {}
+for _s in SBP.eval:
+    SB_SUBJECT_OF.setdefault((_s.benchmark, _s.model_id, _s.condition), _s)
+
+
+def build_groups():
+    """Group tables of every item planned so far (Study B adds its items first)."""
+    global GROUPS, GROUP_OF
+    GROUPS = plan.group_items(GEN_ITEMS, config["generation"]["subjects_per_job"])
+    GROUP_OF = plan.group_index(GROUPS)
+
+
+build_groups()
+
+
+def group_of(w):
+    """The group that generates subject (w.model, w.condition) on w.benchmark."""
+    key = (w.benchmark, w.model, w.condition)
+    if key in GROUP_OF:
+        return GROUP_OF[key]
+    if MIT_FROM_CORRELATIONS and w.benchmark == "hexphi" and is_mitigation(w):
+        return plan.single_group(w.model, w.condition)  # known after the correlations
+    raise ValueError(
+        f"valueharms: no subject {w.model} / {w.condition} on {w.benchmark} in this config"
+    )
+
+
+def group_items(w):
+    """The items of group w.group on w.benchmark (a run-time mitigation run: just it)."""
+    items = GROUPS.get(w.benchmark, {}).get(w.group)
+    if items is not None:
+        return items
+    model, condition = plan.split_single_group(w.group)
+    return [plan.GenItem(w.benchmark, model, condition, "mitigation")]
+
+
+def group_file(stage):
+    """Input function: the group table a subject's rows are cut from."""
+    return lambda w: plan.group_path(stage, w.benchmark, group_of(w))
+
+
+def group_base(w):
+    return group_items(w)[0].base
+
+
+def group_adapters(w):
+    return list(
+        dict.fromkeys(
+            a for it in group_items(w) if (a := plan.adapter_dir(it.model_id))
+        )
+    )
+
+
 MIT_FROM_CORRELATIONS = config["mitigation"]["pairs_from"] == "correlations"
 MIT_PAIRS_FILE = "results/stats/mitigation_pairs.json"
 
 
 def is_mitigation(w):
     return w.benchmark == "hexphi" and w.condition.startswith(mitigation.PREFIX)
+
+
+def is_mitigation_item(it):
+    return it.benchmark == "hexphi" and it.condition.startswith(mitigation.PREFIX)
 
 
 def mitigation_templates():
@@ -161,28 +255,59 @@ def mitigation_templates():
     }
 
 
-def mitigation_system(w):
-    """System prompt of a mitigation condition (its text is a param: edits rerun it).
-    Pairs from correlations: built in the job from the pairs file (an input)."""
-    if not is_mitigation(w) or MIT_FROM_CORRELATIONS:
-        return None
-    r = mitigation.find_run(MIT_RUNS, w.model, w.condition)
-    return mitigation.system_prompt(r["setting"], r["value"], mitigation_templates())
+def member_params(it):
+    """One member of a generate job: valueharms.generate.Member fields, with `adapter`
+    the adapter's directory, plus `icl` (the distribution file the job builds the ICL
+    profile from) and `pairs` (a mitigation run whose prompt the job reads from the
+    correlation stage's pairs file). Prompt texts are params, so editing one reruns
+    exactly the groups that use it."""
+    m = {
+        "model_id": it.model_id,
+        "condition": it.condition,
+        "adapter": plan.adapter_dir(it.model_id),
+        "system": None,
+        "categories": None,
+        "chat_template": None,
+        "temperature": None,
+        "icl": None,
+        "pairs": False,
+    }
+    sb = SB_SUBJECT_OF.get((it.benchmark, it.model_id, it.condition))
+    if sb is not None:  # Study B: chat-template rule, induction prompt, temperature
+        m["chat_template"] = sb.chat_template
+        if sb.prompted:
+            m["system"] = induction.system_prompt(sb.value, SB_TEMPLATES["induction"])
+        if sb.temperature != config["benchmarks"][it.benchmark]["temperature"]:
+            m["temperature"] = sb.temperature
+    elif it.condition.startswith("icl-"):
+        m["icl"] = distribution_file(it.condition.removeprefix("icl-"))
+    elif is_mitigation_item(it) and MIT_FROM_CORRELATIONS:
+        m["pairs"] = True
+    elif is_mitigation_item(it):
+        r = mitigation.find_run(MIT_RUNS, it.model_id, it.condition)
+        m["system"] = mitigation.system_prompt(
+            r["setting"], r["value"], mitigation_templates()
+        )
+        m["categories"] = list(r["categories"])
+    return m
 
 
-def mitigation_categories(w):
-    if not is_mitigation(w) or MIT_FROM_CORRELATIONS:
-        return None
-    return mitigation.find_run(MIT_RUNS, w.model, w.condition)["categories"]
+def group_members(w):
+    return [member_params(it) for it in group_items(w)]
+
+
+def group_distributions(w):
+    """Distribution files the group's ICL members build their profiles from."""
+    return [m["icl"] for m in group_members(w) if m["icl"]]
 
 
 def mitigation_pairs_input(w):
-    return MIT_PAIRS_FILE if is_mitigation(w) and MIT_FROM_CORRELATIONS else []
+    return MIT_PAIRS_FILE if any(m["pairs"] for m in group_members(w)) else []
 
 
 def mitigation_plan(w):
-    """What a generate job needs to rebuild its run from the pairs file (correlations)."""
-    if not (MIT_FROM_CORRELATIONS and is_mitigation(w)):
+    """What a generate job needs to rebuild its runs from the pairs file (correlations)."""
+    if not any(m["pairs"] for m in group_members(w)):
         return None
     return {"models": mitigation_models(), "templates": mitigation_templates()}
 
@@ -208,20 +333,17 @@ def mitigation_judgments(w):
     ]
 
 
-def base_of(w):
-    """Base model id of a `{model}` wildcard (smollm2-135m/vim/Ach -> smollm2-135m)."""
-    return w.model.split("/")[0]
-
-
-def icl_system(w):
-    """The in-context baseline's system prompt is built from its distribution file."""
-    if w.condition.startswith("icl-"):
-        return distribution_file(w.condition.removeprefix("icl-"))
-    return []
+# Study B's judges: IssueBench values by the extractor, AdvBench refusal and AnthroBench
+# behaviours by studyb.judge.
+SB_JUDGE_KIND = {"issuebench": "values", "advbench": "refusal", "anthrobench": "anthro"}
+LLM_KINDS = ("llm", *SB_JUDGE_KIND.values())
 
 
 def judge_kind(benchmark):
-    """Which judge scores a benchmark: toxicity scorer, regard classifier or the LLM."""
+    """Which judge scores a benchmark: toxicity scorer, regard classifier or an LLM
+    (llm: Study A's judges.llm; values, refusal, anthro: Study B's)."""
+    if benchmark in SB_JUDGE_KIND:
+        return SB_JUDGE_KIND[benchmark]
     if benchmark == "rtp":
         return "toxicity"
     if (
@@ -239,19 +361,109 @@ GENERATE_ENV = "../envs/generate{}.yaml".format(
 )
 
 
-def llm_judge_param(w, value):
-    """`value` for jobs the LLM judges; None otherwise, so its settings do not rerun them."""
-    return value if judge_kind(w.benchmark) == "llm" else None
+def judge_settings(benchmark):
+    """The judge's settings block (a param of the judge jobs: changing it reruns them)."""
+    kind = judge_kind(benchmark)
+    if kind == "values":
+        keep = ("backend", "mode", "max_new_tokens", "temperature", "batch_size")
+        return {
+            **{k: SB["extract"][k] for k in keep},
+            "model": SBP.extract_model,
+            "values": list(SBP.values.values()),
+            "synonyms": SB["extract"]["synonyms"],
+            "seed": SB["seed"],
+        }
+    if kind in ("refusal", "anthro"):
+        keep = ("backend", "mode", "max_new_tokens", "temperature", "batch_size")
+        return {
+            **{k: SB["judge"][k] for k in keep},
+            "model": SBP.judge_model,
+            "seed": SB["seed"],
+        }
+    return config["judges"][kind]
+
+
+def judge_llm(benchmark):
+    """The LLM behind a benchmark's judge, or None for a scorer or classifier."""
+    return (
+        judge_settings(benchmark)["model"]
+        if judge_kind(benchmark) in LLM_KINDS
+        else None
+    )
+
+
+def judge_spec(w):
+    """The LLM judge's model spec; None for a scorer, so LLM settings do not rerun it."""
+    model = judge_llm(w.benchmark)
+    return model_spec(model) if model else None
+
+
+def judge_backend_settings(w):
+    model = judge_llm(w.benchmark)
+    if model is None:
+        return None
+    return backend_settings(model, judge_settings(w.benchmark)["backend"])
 
 
 def judge_model_input(w):
-    if judge_kind(w.benchmark) != "llm" or plan.is_api(config, JUDGE_LLM):
+    model = judge_llm(w.benchmark)
+    if model is None or plan.is_api(config, model):
         return []
-    return plan.base_dir(JUDGE_LLM)
+    return plan.base_dir(model)
 
 
 def judge_template(benchmark):
+    kind = judge_kind(benchmark)
+    if kind == "values":
+        return SB_TEMPLATES["extract"]
+    if kind == "refusal":
+        return SB_TEMPLATES["judge.refusal"]
+    if kind == "anthro":
+        choice = SB["judge"]["mode"] == "choice"
+        return SB_TEMPLATES["judge.anthro_behaviour" if choice else "judge.anthro"]
     key = {"holisticbiasr": "regard"}.get(benchmark, benchmark)
-    return (
-        template(f"judges.templates.{key}") if judge_kind(benchmark) == "llm" else None
-    )
+    return template(f"judges.templates.{key}") if kind == "llm" else None
+
+
+def judge_name(benchmark):
+    """The name the report shows for the judge behind a benchmark's numbers."""
+    if benchmark not in SB_JUDGE_KIND:
+        return JUDGE_NAMES[benchmark]
+    js = judge_settings(benchmark)
+    return f"llm:{js['model']}" + (" (choice)" if js["mode"] == "choice" else "")
+
+
+def judge_code(benchmark):
+    """Library modules behind a Study B judge beside the judge stage's own."""
+    return {
+        "values": ("studyb.extract",),
+        "refusal": ("studyb.refusal",),
+        "anthro": ("studyb.anthrobench",),
+    }.get(judge_kind(benchmark), ())
+
+
+def studyb_report_info():
+    """What the report's Study B section says beside the tables (None when B is off)."""
+    if not SBP.eval:
+        return None
+    notes = []
+    if SB["extract"]["mode"] == "choice":
+        notes.append(
+            "IssueBench values: the extractor picked the likeliest one of the target "
+            "values (choice mode: a forced choice, no open set and no none)."
+        )
+    if SB["judge"]["mode"] == "choice":
+        notes.append(
+            "Refusal and anthropomorphism: the judge picked the likelier verdict "
+            "(choice mode; one yes/no question per behaviour)."
+        )
+    return {
+        "judges": {b: judge_name(b) for b in SBP.eval_benchmarks},
+        "main_beta": sbplan.main_beta(config),
+        "models": SBP.models,
+        "values": list(SBP.values.values()),
+        "default_temperature": config["benchmarks"]["issuebench"]["temperature"],
+        "benchmarks": SBP.eval_benchmarks,
+        "qa": {"enabled": SB["qa"]["enabled"], "tasks": SB["qa"]["tasks"]},
+        "notes": notes,
+    }

@@ -148,6 +148,8 @@ rule benchmark_prompts:
         "logs/data/benchmark_{benchmark}.log",
     benchmark:
         "benchmarks/data/benchmark_{benchmark}.tsv"
+    wildcard_constraints:
+        benchmark="|".join((*plan.BENCHMARKS, plan.PVQ)),
     conda:
         "../envs/data.yaml"
     resources:
@@ -191,7 +193,11 @@ rule benign_examples:
 
 rule advbench_prompts:
     input:
-        lambda w: require_local("advbench", config),
+        lambda w: (
+            SBP.data["advbench"][0]
+            if "advbench" in SBP.data
+            else require_local("advbench", config)
+        ),
     output:
         "results/data/benchmarks/advbench.parquet",
     log:
@@ -204,6 +210,9 @@ rule advbench_prompts:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
     params:
+        n=config["benchmarks"]["advbench"]["n_prompts"],
+        mode=config["benchmarks"]["advbench"]["subsample"],
+        seed=config["benchmarks"]["seed"],
         expected_rows=_expected_rows("advbench", config),
         code=code("data.benchmarks", "data.steps"),
     script:

@@ -1,20 +1,22 @@
-# Generate stage: one job per (benchmark, model, condition). On SLURM the `group`
-# directive bundles many of these small jobs into one submission.
+# Generate stage: one job per group of subjects (a base model's subjects of one family on
+# one benchmark, up to generation.subjects_per_job; rules/common.smk). The job loads the
+# base once, serves all the group's adapters from it and writes the group's table; a
+# local job per subject then cuts out results/generations/<benchmark>/<model>/<condition>.
 
 
 rule generate:
     input:
         prompts="results/data/benchmarks/{benchmark}.parquet",
-        base=lambda w: plan.base_dir(base_of(w)),
-        adapter=lambda w: adapter_input(w.model),
-        distribution=icl_system,
+        base=lambda w: plan.base_dir(group_base(w)),
+        adapters=group_adapters,
+        distributions=group_distributions,
         mitigation_pairs=mitigation_pairs_input,
     output:
-        "results/generations/{benchmark}/{model}/{condition}.parquet",
+        "results/groups/generations/{benchmark}/{group}.parquet",
     log:
-        "logs/generate/{benchmark}/{model}/{condition}.log",
+        "logs/generate/{benchmark}/{group}.log",
     benchmark:
-        "benchmarks/generate/{benchmark}/{model}/{condition}.tsv"
+        "benchmarks/generate/{benchmark}/{group}.tsv"
     group:
         "generate"
     conda:
@@ -25,21 +27,44 @@ rule generate:
         runtime=res("generate", "runtime"),
         gpu=res("generate", "gpu"),
     params:
+        members=group_members,
         bench=lambda w: config["benchmarks"][w.benchmark],
         template=lambda w: template(f"benchmarks.{w.benchmark}.template"),
         icl_template=lambda w: (
-            template("icl.template") if w.condition.startswith("icl-") else None
+            template("icl.template") if group_distributions(w) else None
         ),
-        system=mitigation_system,
-        categories=mitigation_categories,
         mitigation_plan=mitigation_plan,
-        model_spec=lambda w: model_spec(base_of(w)),
+        model_spec=lambda w: model_spec(group_base(w)),
         seed=config["generation"]["seed"],
         batch_size=config["generation"]["batch_size"],
         backend=config["generation"]["backend"],
         backend_settings=lambda w: backend_settings(
-            base_of(w), config["generation"]["backend"]
+            group_base(w), config["generation"]["backend"]
         ),
         code=code("generate", "llm"),
     script:
         "../scripts/generate.py"
+
+
+# One subject's rows of its group's table; runs inside Snakemake (no job submitted).
+rule subject_generations:
+    input:
+        group_file("generations"),
+    output:
+        "results/generations/{benchmark}/{model}/{condition}.parquet",
+    log:
+        "logs/generations/{benchmark}/{model}/{condition}.log",
+    localrule: True
+    params:
+        code=code("io"),
+    run:
+        from valueharms.generate import GENERATIONS_SCHEMA
+        from valueharms.io import split_rows
+
+        split_rows(
+            input[0],
+            GENERATIONS_SCHEMA,
+            wildcards.model,
+            wildcards.condition,
+            output[0],
+        )

@@ -1,16 +1,18 @@
 # Judge stage: RTP -> toxicity scorer; HolisticBiasR, HEx-PHI, BeaverTails -> LLM judge.
+# One job per generation group (rules/generate.smk); a local job per subject cuts out
+# results/judgments/<benchmark>/<model>/<condition>.parquet.
 
 
 rule judge:
     input:
-        generations="results/generations/{benchmark}/{model}/{condition}.parquet",
+        generations="results/groups/generations/{benchmark}/{group}.parquet",
         judge_model=judge_model_input,
     output:
-        "results/judgments/{benchmark}/{model}/{condition}.parquet",
+        "results/groups/judgments/{benchmark}/{group}.parquet",
     log:
-        "logs/judge/{benchmark}/{model}/{condition}.log",
+        "logs/judge/{benchmark}/{group}.log",
     benchmark:
-        "benchmarks/judge/{benchmark}/{model}/{condition}.tsv"
+        "benchmarks/judge/{benchmark}/{group}.tsv"
     group:
         "judge"
     conda:
@@ -22,13 +24,35 @@ rule judge:
         gpu=lambda w: res("judge", "gpu") if judge_model_input(w) else 0,
     params:
         kind=lambda w: judge_kind(w.benchmark),
-        judge=lambda w: config["judges"][judge_kind(w.benchmark)],
+        judge=lambda w: judge_settings(w.benchmark),
         template=lambda w: judge_template(w.benchmark),
-        judge_name=lambda w: JUDGE_NAMES[w.benchmark],
-        judge_spec=lambda w: llm_judge_param(w, model_spec(JUDGE_LLM)),
-        backend_settings=lambda w: llm_judge_param(
-            w, backend_settings(JUDGE_LLM, config["judges"]["llm"]["backend"])
-        ),
-        code=code("judge", "llm"),
+        judge_name=lambda w: judge_name(w.benchmark),
+        judge_spec=judge_spec,
+        backend_settings=judge_backend_settings,
+        code=lambda w: code("judge", "llm", *judge_code(w.benchmark)),
     script:
         "../scripts/judge.py"
+
+
+# One subject's rows of its group's judgments; runs inside Snakemake (no job submitted).
+rule subject_judgments:
+    input:
+        group_file("judgments"),
+    output:
+        "results/judgments/{benchmark}/{model}/{condition}.parquet",
+    log:
+        "logs/judgments/{benchmark}/{model}/{condition}.log",
+    localrule: True
+    params:
+        code=code("io"),
+    run:
+        from valueharms.io import split_rows
+        from valueharms.judge.schema import JUDGMENTS_SCHEMA
+
+        split_rows(
+            input[0],
+            JUDGMENTS_SCHEMA,
+            wildcards.model,
+            wildcards.condition,
+            output[0],
+        )

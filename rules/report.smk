@@ -3,13 +3,22 @@
 
 rule report:
     input:
-        metrics=expand("results/metrics/{benchmark}.parquet", benchmark=BENCHMARKS),
-        comparisons="results/stats/comparisons.parquet",
-        correlations="results/stats/correlations.parquet",
-        distributions="results/data/distributions.parquet",
+        # Study A's tables when it has subjects, Study B's when its evaluation is on.
+        metrics=(
+            expand("results/metrics/{benchmark}.parquet", benchmark=BENCHMARKS)
+            if SUBJECTS
+            else []
+        ),
+        comparisons="results/stats/comparisons.parquet" if SUBJECTS else [],
+        correlations="results/stats/correlations.parquet" if SUBJECTS else [],
+        distributions="results/data/distributions.parquet" if SUBJECTS else [],
         nmse="results/alignment/pvq_nmse.parquet" if PVQ_SUBJECTS else [],
         mitigation="results/stats/mitigation.parquet" if MIT_ENABLED else [],
-        bases=sorted({plan.base_dir(s.base) for s in SUBJECTS}),
+        studyb_tables=SB_TABLES,
+        bases=sorted(
+            {plan.base_dir(s.base) for s in SUBJECTS}
+            | {plan.base_dir(m) for m in SBP.models if SBP.eval}
+        ),
     output:
         "results/report/index.html",
     log:
@@ -25,6 +34,7 @@ rule report:
         subjects=subject_table(),
         config_hash=CONFIG_HASH,
         judge_names=JUDGE_NAMES,
-        code=code("report", "analysis"),
+        studyb=studyb_report_info(),
+        code=code("report", "analysis", "studyb.results"),
     script:
         "../scripts/report.py"

@@ -1,26 +1,14 @@
-# Study B (Arora et al.; METHODS B1-B2), from preference data to trained adapters:
-# triplets per source -> values extracted by an LLM per source -> value subsets (XOR +
-# flip) -> closed-set verification -> one DPO/ORPO LoRA adapter per (model, method, beta,
-# value). Off unless studyb.enabled. The rules are defined either way (so --lint checks
-# them), but when it is off nothing asks for their outputs, their wildcards match nothing,
-# and nothing of Study B is checked or looked for. Target: `snakemake studyb_all`.
-# Generation, judging and the report of Study B are not wired yet (docs/study_b.md).
-from valueharms.studyb import plan as sbplan
-
-SB = config["studyb"]
-try:
-    SBP = sbplan.build(config, "results/data/raw")
-    SB_TEMPLATES = {}
-    if SBP.enabled:
-        SB_TEMPLATES["extract"] = plan.read_template(
-            SB["extract"]["template"], "studyb.extract.template"
-        )
-    if SBP.verify:
-        SB_TEMPLATES["verify"] = plan.read_template(
-            SB["verify"]["template"], "studyb.verify.template"
-        )
-except (ConfigError, DataError) as err:
-    sys.exit(f"valueharms: {err}")
+# Study B (Arora et al.; METHODS B1-B3): triplets per source -> values extracted by an LLM
+# per source -> value subsets (XOR + flip) -> closed-set verification -> one DPO/ORPO LoRA
+# adapter per (model, method, beta, value) -> the induction settings generate on IssueBench,
+# AdvBench and AnthroBench (through the shared generate and judge rules) and lm-eval scores
+# QA -> the tables of valueharms.studyb.results -> the report's Study B section. Off unless
+# studyb.enabled. The rules are defined either way (so --lint checks them), but when it is
+# off nothing asks for their outputs, their wildcards match nothing, and nothing of Study B
+# is checked or looked for. Target: `snakemake studyb_all`.
+# The plan (SBP) and the prompt texts (SB_TEMPLATES) are built in rules/common.smk, since
+# the generation groups hold Study B's subjects too.
+from valueharms.studyb import results as sbresults
 
 SB_RESULTS = sbplan.RESULTS
 SB_TRIPLETS = f"{SB_RESULTS}/triplets/{{source}}.parquet"
@@ -30,9 +18,19 @@ SB_EXTRACT_INPUT = sbplan.base_input(config, SBP.extract_model)
 SB_VERIFY_INPUT = sbplan.base_input(config, SBP.verify_model)
 
 
+SB_ITEMS = sbplan.eval_items(SBP.eval)
+# Study B's tables (valueharms.studyb.results.TABLES), when its evaluation is on.
+SB_TABLES = (
+    [f"{SB_RESULTS}/metrics/{name}.parquet" for name in sbresults.TABLES]
+    if SBP.eval
+    else []
+)
+
+
 rule studyb_all:
     input:
         SBP.targets(),
+        SB_TABLES,
 
 
 rule studyb_triplets:
@@ -88,7 +86,7 @@ rule studyb_extract:
             SBP.extract_model, SB["extract"]["backend"]
         ),
         template=lambda w: SB_TEMPLATES["extract"],
-        sampling=sbplan.sampling(SB["extract"], SB["seed"]),
+        sampling=sbplan.sampling(SB["extract"], SB["seed"], SBP.values.values()),
         batch_size=SB["extract"]["batch_size"],
         code=code("studyb.extract", "llm") + sbplan.step_code("extract_values"),
     script:
@@ -179,7 +177,7 @@ rule studyb_verify:
         template=lambda w: SB_TEMPLATES["verify"],
         labels=lambda w: sbplan.verify_labels(config),
         values=list(SBP.values.values()),
-        sampling=sbplan.sampling(SB["verify"], SB["seed"]),
+        sampling=sbplan.sampling(SB["verify"], SB["seed"], sbplan.verify_labels(config)),
         synonyms=SB["extract"]["synonyms"],
         batch_size=SB["verify"]["batch_size"],
         baseline_ks=SB["verify"]["baseline_ks"],
@@ -223,3 +221,98 @@ rule studyb_train:
         + sbplan.step_code("train_adapter"),
     script:
         "../scripts/studyb_train.py"
+
+
+# ---------------------------------------------------------------- evaluation (B3)
+# Study B's subjects generate and are judged by the shared generate / judge rules
+# (rules/generate.smk, rules/judge.smk); their prompts, QA runs and tables are here.
+SB_QA_IDS = [q["model_id"] for q in SBP.qa]
+
+
+rule studyb_prompts:
+    input:
+        data=lambda w: SBP.data[w.sbbench][0],
+        templates=lambda w: (
+            config["datasets"].get("issuebench", {}).get("templates_path") or []
+            if w.sbbench == "issuebench"
+            else []
+        ),
+    output:
+        "results/data/benchmarks/{sbbench}.parquet",
+    log:
+        "logs/data/benchmark_{sbbench}.log",
+    benchmark:
+        "benchmarks/data/benchmark_{sbbench}.tsv"
+    wildcard_constraints:
+        sbbench="issuebench|anthrobench",
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=res("data", "mem_mb"),
+        runtime=res("data", "runtime"),
+    params:
+        n_templates=lambda w: (
+            SB["eval"]["issuebench_templates"] if w.sbbench == "issuebench" else None
+        ),
+        n=lambda w: config["benchmarks"][w.sbbench]["n_prompts"],
+        seed=config["benchmarks"]["seed"],
+        code=code("studyb.issuebench", "studyb.anthrobench", "data.benchmarks")
+        + sbplan.step_code("eval_prompts"),
+    script:
+        "../scripts/studyb_prompts.py"
+
+
+rule studyb_qa:
+    input:
+        base=lambda w: plan.base_dir(w.qa_model.split("/")[0]),
+        adapter=lambda w: adapter_input(w.qa_model),
+    output:
+        table=f"{SB_RESULTS}/qa/{{qa_model}}.parquet",
+        results=f"{SB_RESULTS}/qa/{{qa_model}}.json",
+    log:
+        "logs/studyb/qa/{qa_model}.log",
+    benchmark:
+        "benchmarks/studyb/qa/{qa_model}.tsv"
+    wildcard_constraints:
+        qa_model=sbplan.choice_regex(SB_QA_IDS),
+    conda:
+        "../envs/train.yaml"
+    threads: res("generate", "threads")
+    resources:
+        mem_mb=res("generate", "mem_mb"),
+        runtime=res("generate", "runtime"),
+        gpu=res("generate", "gpu"),
+    params:
+        model=lambda w: w.qa_model.split("/")[0],
+        settings=SB["qa"],
+        code=code("studyb.qa_eval") + sbplan.step_code("qa"),
+    script:
+        "../scripts/studyb_qa.py"
+
+
+rule studyb_metrics:
+    input:
+        judgments=[plan.item_path("judgments", it) for it in SB_ITEMS],
+        qa=[f"{SB_RESULTS}/qa/{m}.parquet" for m in SB_QA_IDS],
+    output:
+        SB_TABLES,
+    log:
+        "logs/studyb/metrics.log",
+    benchmark:
+        "benchmarks/studyb/metrics.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=res("analysis", "mem_mb"),
+        runtime=res("analysis", "runtime"),
+    params:
+        subjects=[s.row() for s in SBP.eval],
+        qa_subjects=SBP.qa,
+        main_beta=sbplan.main_beta(config) if SBP.eval else None,
+        values=list(SBP.values.values()),
+        default_temperature=config["benchmarks"]["issuebench"]["temperature"],
+        code=code("studyb.results", "studyb.expression", "studyb.refusal")
+        + code("studyb.anthrobench", "studyb.qa_eval")
+        + sbplan.step_code("tables"),
+    script:
+        "../scripts/studyb_metrics.py"

@@ -4,5 +4,11 @@ from valueharms.runner import logged
 smk = snakemake  # noqa: F821
 with logged(smk):
     steps.benchmark_prompts(
-        "advbench", smk.input[0], None, "random", 0, smk.output[0], smk.params.expected_rows
+        "advbench",
+        smk.input[0],
+        smk.params.n,
+        smk.params.mode,
+        smk.params.seed,
+        smk.output[0],
+        smk.params.expected_rows,
     )

@@ -6,26 +6,27 @@ from valueharms.runner import logged, threads
 
 smk = snakemake  # noqa: F821
 with logged(smk):
-    system, categories = smk.params.system, smk.params.categories  # mitigation, or None
-    if smk.params.mitigation_plan:  # pairs from the correlation stage: read them now
-        system, categories = mitigation_run_prompt(
-            smk.input.mitigation_pairs,
-            smk.wildcards.model,
-            smk.wildcards.condition,
-            dict(smk.params.mitigation_plan),
-        )
-    if smk.params.icl_template:
-        system = icl_system_prompt(target_of(smk.input.distribution), smk.params.icl_template)
+    members = []
+    for m in smk.params.members:
+        m = dict(m)
+        icl, pairs = m.pop("icl"), m.pop("pairs")
+        if icl:  # the in-context baseline's profile, built from its distribution file
+            m["system"] = icl_system_prompt(target_of(icl), smk.params.icl_template)
+        if pairs:  # a mitigation run whose pairs came from the correlation stage
+            m["system"], m["categories"] = mitigation_run_prompt(
+                smk.input.mitigation_pairs,
+                m["model_id"],
+                m["condition"],
+                dict(smk.params.mitigation_plan),
+            )
+        members.append(m)
     generate.run(
         smk.input.prompts,
         smk.input.base,
-        smk.wildcards.model.split("/")[0],
-        smk.wildcards.model,
-        smk.wildcards.condition,
-        smk.input.adapter[0] if smk.input.adapter else None,
+        members[0]["model_id"].split("/")[0],  # the base model of the group
+        members,
         dict(smk.params.bench),
         smk.params.template,
-        system,
         smk.params.seed,
         dict(smk.params.model_spec),
         smk.params.backend,
@@ -34,5 +35,4 @@ with logged(smk):
         smk.params.batch_size,
         smk.output[0],
         threads=threads(smk),
-        categories=categories,
     )

@@ -189,6 +189,18 @@ def test_prompt_only_requests_use_the_completions_endpoint(mock: MockOpenAI) -> 
     assert "/v1/chat/completions" in by_path
 
 
+def test_reasoning_models_get_max_completion_tokens_and_no_temperature(mock: MockOpenAI) -> None:
+    sampling = Sampling(max_new_tokens=77, temperature=0.2, top_p=0.9)
+    (resp,) = make(mock, reasoning=True).generate([chat(0, sampling=sampling)])
+    assert resp.status == STATUS_OK
+    body = mock.generate_calls()[0].body
+    assert body["max_completion_tokens"] == 77
+    assert not {"max_tokens", "temperature", "top_p"} & set(body)
+    make(mock).generate([chat(1, sampling=sampling)])  # other models: as before
+    plain = mock.generate_calls()[1].body
+    assert plain["max_tokens"] == 77 and plain["temperature"] == 0.2
+
+
 def test_adapter_is_sent_as_the_model_name(mock: MockOpenAI) -> None:
     backend = make(mock, revision="2024-08-06")
     (resp,) = backend.generate([chat(0, adapter="lora-harm")])

@@ -306,3 +306,190 @@ def test_formatters() -> None:
     assert fmt_id(17.0) == "17" and fmt_id("r1") == "r1" and fmt_id(None) == "–"
     assert fmt_p(0.0123) == "0.012" and fmt_p(NAN) == "–"
     assert [stars(x) for x in (0.0005, 0.005, 0.03, 0.2, NAN)] == ["***", "**", "*", "", ""]
+
+
+# ---------------------------------------------------------------- Study B
+
+
+STUDYB_IDS = (
+    "sb-expression-summary",
+    "sb-expression-by-beta",
+    "sb-top-values",
+    "sb-qa-summary",
+    "sb-refusal-by-value",
+    "sb-refusal-by-model",
+    "sb-anthro-by-value",
+    "sb-robustness-temperature",
+    "sb-robustness-orpo",
+    "sb-failures",
+)
+STUDY_A_IDS = ("headline", "safety", "failures", "distributions", "bench-rtp")
+
+
+@pytest.fixture
+def studyb() -> dict:
+    """Study B's tables from the hand-made world of test_studyb_results, and the info."""
+    from test_studyb_results import QA_SUBJECTS, VALUES, all_judgments, all_subjects, qa_table
+
+    from valueharms.studyb.results import build_tables
+
+    tables = build_tables(all_subjects(), all_judgments(), qa_table(), QA_SUBJECTS, 0.1, VALUES)
+    info = {
+        "judges": {
+            "issuebench": "llm:smollm2-135m (choice)",
+            "advbench": "llm:refusal-judge",
+            "anthrobench": "llm:anthro-judge",
+        },
+        "main_beta": 0.1,
+        "models": ["mi", "mb"],
+        "values": VALUES,
+        "notes": [f"a note {EVIL}"],
+    }
+    return {"studyb_tables": tables, "studyb_info": info}
+
+
+def _render_b(frames: dict | None, studyb: dict, tmp_path: Path) -> tuple[str, _Tables]:
+    out = tmp_path / "report" / "index.html"
+    a = frames or dict.fromkeys(
+        ("metrics", "subjects", "comparisons", "correlations", "distributions")
+    )
+    prov = (frames or {}).get("provenance", {"config_hash": "b123"})
+    build_report(**{**a, "provenance": prov}, out_html=str(out), **studyb)
+    html = out.read_text(encoding="utf-8")
+    parser = _Tables()
+    parser.feed(html)
+    return html, parser
+
+
+def test_studyb_only_report(studyb: dict, tmp_path: Path) -> None:
+    html, p = _render_b(None, studyb, tmp_path)
+    assert "<title>valueharms: Study B report</title>" in html
+    for tid in STUDYB_IDS:
+        assert tid in p.tables, tid
+    for tid in STUDY_A_IDS:
+        assert tid not in p.tables, tid
+    for sec in ("Headline", "Study A findings", "Failures", "Plots"):
+        assert f">{sec}</h2>" not in html
+    assert ">Study B findings</h2>" in html
+    # Table 5, in percent: mb none = 1/6 ± 1/6; models in info order (mi first)
+    t5 = p.tables["sb-expression-summary"]
+    assert t5[0] == [
+        "Model",
+        "Kind",
+        "None (%)",
+        "Prompt (%)",
+        "Train (%)",
+        "Both (%)",
+        "Values (k)",
+    ]
+    assert [r[0] for r in t5[1:]] == ["mi", "mb"]
+    assert t5[2] == ["mb", "base", "16.7 ± 16.7", "45.8 ± 20.8", "12.5 ± 12.5", "37.5 ± 12.5", "2"]
+    # Table 6: empathy at beta 0.01 and 0.1
+    assert p.tables["sb-expression-by-beta"][1] == ["empathy", "75.00", "62.50", "2"]
+    t7 = {r[0]: r for r in p.tables["sb-top-values"][1:]}
+    assert t7["empathy"][1:] == ["empathy (50.0), honesty (50.0)", "empathy (75.0), respect (25.0)"]
+    # Figure 5: empathy +37.5 pp over 2 models
+    assert p.tables["sb-refusal-by-value"][1] == ["empathy", "75.0", "37.5", "+37.5", "2"]
+    # mean refusal rate over values per setting (mb both: (0.5 + 0.75) / 2)
+    assert p.tables["sb-refusal-by-model"][1:] == [["mi", "50.0", "50.0"], ["mb", "25.0", "62.5"]]
+    # Table 8 at the main beta: mean 0.005, sd 0.05 / sqrt(2)
+    assert p.tables["sb-qa-summary"][1] == ["mb", "0.005 (0.035)", "2"]
+    anthro = p.tables["sb-anthro-by-value"]
+    assert anthro[1][anthro[0].index("empathy")] == "0.67"
+    assert anthro[1][anthro[0].index("first_person_pronoun_use")] == "-0.50"
+    t10 = p.tables["sb-robustness-temperature"]
+    assert t10[1] == ["mi", "Both", "dpo", "0.1", "0.4", "0.945", "1 / 1"]
+    t11 = p.tables["sb-robustness-orpo"]
+    assert t11[0] == ["Value", "mi (ORPO β 0.1, Train)"]
+    assert t11[1:] == [["empathy", "–"], ["honesty", "0.945"], ["Mean", "0.945"]]
+    fail = {r[0]: r for r in p.tables["sb-failures"][1:]}
+    # 20 subjects x 4 responses + 1 x 6; 2 unparsed, 2 failed; the judge the rows name
+    assert fail["IssueBench (value extractor)"][1:] == [
+        "judge-issuebench", "21", "86", "82", "2", "2"
+    ]  # fmt: skip
+    # + AdvBench 7 subjects (one never judged) 26 rows, AnthroBench 4 subjects 11 rows
+    assert fail["Total"][2:] == ["32", "123", "115", "4", "4"]
+    # the judge of every table is named; two plots; text escaped
+    assert "Judge: llm:refusal-judge" in html and "Judge: llm:anthro-judge" in html
+    assert html.count("Judge: llm:smollm2-135m (choice)") == 5  # Tables 5, 6, 7, 10, 11
+    assert len(p.imgs) == 2 and all(s.startswith("data:image/png;base64,") for s in p.imgs)
+    assert EVIL not in html and "a note &lt;script&gt;" in html
+    assert "Not configured" not in html and "No data" not in html
+
+
+def test_both_studies_report(frames: dict, studyb: dict, tmp_path: Path) -> None:
+    html, p = _render_b(frames, studyb, tmp_path)
+    assert "<title>valueharms: Study A and Study B report</title>" in html
+    for tid in (*STUDYB_IDS, *STUDY_A_IDS):
+        assert tid in p.tables, tid
+    assert ">Headline</h2>" in html and ">Study B findings</h2>" in html
+    # Study A's failures table keeps its own numbers
+    assert p.tables["failures"][-1] == ["Total", "", "3", "60", "7", "3"]
+    assert len(p.imgs) == 1 + 2
+
+
+def test_study_a_report_has_no_study_b(frames: dict, tmp_path: Path) -> None:
+    html, p = _render(frames, tmp_path)
+    assert "<title>valueharms: Study A report</title>" in html
+    assert "Study B" not in html and not any(t.startswith("sb-") for t in p.tables)
+
+
+def test_studyb_empty_tables_give_notes(tmp_path: Path) -> None:
+    from valueharms.studyb.results import build_tables
+
+    tables = build_tables(None, None, None, None, 0.1, ["empathy"])
+    info = {"judges": {}, "main_beta": 0.1, "models": [], "notes": "", "benchmarks": ["advbench"]}
+    html, p = _render_b(None, {"studyb_tables": tables, "studyb_info": info}, tmp_path)
+    assert not any(t.startswith("sb-") for t in p.tables) and not p.imgs
+    assert "Not configured: no issuebench subjects in this run." in html
+    assert "No data: no judged both-setting AdvBench responses." in html
+    assert "Not configured: no QA evaluation in this run." in html
+    assert "Not configured: no ORPO adapters in this run." in html
+    assert "Not configured: no IssueBench runs at other temperatures." in html
+    assert "No data: no Study B subjects or judgments." in html
+
+
+def test_studyb_planned_but_not_judged(tmp_path: Path) -> None:
+    """Without info's benchmark list, planned subjects (the failures table) tell a benchmark
+    with no data yet from one not configured."""
+    from test_studyb_results import VALUES, issue_subjects
+
+    from valueharms.studyb.results import build_tables
+
+    tables = build_tables(issue_subjects(), {}, None, None, 0.1, VALUES)
+    info = {"judges": {"issuebench": "llm:x", "advbench": "llm:y"}, "main_beta": 0.1}
+    html, p = _render_b(None, {"studyb_tables": tables, "studyb_info": info}, tmp_path)
+    assert "No data: no extracted IssueBench responses." in html
+    assert "Not configured: no advbench subjects in this run." in html
+    assert "No data: no DPO adapter at β = 0.1 to compare with." not in html
+    # planned ORPO pairs without responses: the table shows undefined r
+    assert p.tables["sb-robustness-orpo"][-1] == ["Mean", "–"]
+    assert p.tables["sb-failures"][1] == ["IssueBench (value extractor)", "llm:x", "21"] + ["0"] * 4
+
+
+def test_nothing_to_report(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nothing to report"):
+        build_report(None, None, None, None, None, {}, str(tmp_path / "x.html"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_analysis_report_reads_studyb_tables(studyb: dict, tmp_path: Path) -> None:
+    """scripts/report.py's path: Study A off (empty inputs), Study B's Parquet tables."""
+    from valueharms import analysis
+    from valueharms.studyb.results import TABLES, write_tables
+
+    paths = write_tables(studyb["studyb_tables"], tmp_path / "metrics")
+    assert [Path(p).name for p in paths] == [f"{n}.parquet" for n in TABLES]
+    out = tmp_path / "report" / "index.html"
+    args = ([], [], [], [], [], {}, "cfg1", {}, {}, str(out))
+    analysis.report(*args, studyb_table_paths=paths, studyb_info=studyb["studyb_info"])
+    parser = _Tables()
+    parser.feed(html := out.read_text(encoding="utf-8"))
+    assert "sb-expression-summary" in parser.tables and "headline" not in parser.tables
+    assert "cfg1" in html and "<dt>studyb</dt>" in html
+    with pytest.raises(ValueError, match=r"Study B tables missing: \['failures'\]"):
+        analysis.report(*args, studyb_table_paths=paths[:-1], studyb_info={})
+    bad = tmp_path / "metrics" / "other.parquet"
+    bad.write_bytes(Path(paths[0]).read_bytes())
+    with pytest.raises(ValueError, match="not a Study B table"):
+        analysis.report(*args, studyb_table_paths=[*paths, str(bad)], studyb_info={})

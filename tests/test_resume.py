@@ -28,17 +28,24 @@ BENCH = {
 
 
 def job_args(tmp: Path, model_dir: Path) -> dict:
-    """The arguments the generate rule's script passes to generate.run, for one job."""
+    """The arguments the generate rule's script passes to generate.run, for one job (a
+    group of one subject)."""
+    member = {
+        "model_id": "tiny/vanilla",
+        "condition": "plain",
+        "adapter": None,
+        "system": None,
+        "categories": None,
+        "chat_template": None,
+        "temperature": None,
+    }
     return {
         "prompts_path": str(tmp / "prompts.parquet"),
         "base_dir": str(model_dir),
         "base": "tiny",
-        "model_id": "tiny/vanilla",
-        "condition": "plain",
-        "adapter_dir": None,
+        "members": [member],
         "bench_cfg": BENCH,
         "template": "{prompt}",
-        "system": None,
         "seed": 0,
         "model_spec": {"source": "path", "chat": True},
         "backend": "hf",

@@ -31,8 +31,20 @@ SOURCES = ("pku_saferlhf", "ultrafeedback", "helpsteer2", "hh_rlhf")
 N_MODELS, N_VALUES, N_BETAS = 8, 15, 4
 
 
+EVAL_FIX = ROOT / "tests" / "fixtures" / "studyb_eval"
+
+
 def fixture_datasets() -> dict[str, dict[str, str]]:
-    return {name: {"path": str(FIX / f"{name}.jsonl")} for name in SOURCES}
+    """The preference fixtures, and the evaluation benchmarks' (ours, public layouts)."""
+    return {
+        **{name: {"path": str(FIX / f"{name}.jsonl")} for name in SOURCES},
+        "issuebench": {
+            "path": str(EVAL_FIX / "issuebench_issues.csv"),
+            "templates_path": str(EVAL_FIX / "issuebench_templates.csv"),
+        },
+        "anthrobench": {"path": str(EVAL_FIX / "anthrobench.csv")},
+        "advbench": {"path": str(ROOT / "resources" / "demo" / "studyb" / "advbench.csv")},
+    }
 
 
 # --- the workflow (snakemake dry runs) -------------------------------------------------
@@ -63,9 +75,22 @@ def test_study_b_dry_run_lists_every_adapter(wf: Path) -> None:
     assert c["studyb_triplets"] == 4 and c["studyb_extract"] == 4
     assert c["studyb_subsets"] == 1 and c["studyb_value_subset"] == N_VALUES
     assert c["studyb_verify"] == 1
-    # the 8 trainees, the extractor and the verifier; the fixtures need no download
+    # the 8 trainees, the extractor and the verifier (the judge is o4-mini, an API model);
+    # the fixtures need no download
     assert c["prepare_base_model"] == N_MODELS + 2 and "fetch_dataset" not in c
-    assert not any(rule in c for rule in ("generate", "judge", "train_vim_stage1", "report"))
+    assert "train_vim_stage1" not in c and c["report"] == 1 and c["studyb_metrics"] == 1
+    # B3. Per model: IssueBench none 1 + prompt 15 + train 15 + both 15 x 4 betas (Table 6),
+    # AdvBench and AnthroBench none 1 + both 15; Mistral-Nemo-Instruct's ORPO adapters (train,
+    # Table 11) and its DPO adapters at 3 more temperatures (Table 10).
+    per_model = (1 + N_VALUES + N_VALUES + N_VALUES * N_BETAS) + 2 * (1 + N_VALUES)
+    subjects = N_MODELS * per_model + N_VALUES + 3 * N_VALUES
+    assert c["subject_generations"] == c["subject_judgments"] == subjects
+    # Jobs of up to 16 subjects per base, family and benchmark: IssueBench vanilla 1, dpo-b0.1
+    # 2 (Nemo-Instruct: 5, with the temperatures) and 1 per other beta, ORPO 1; the others 2.
+    issuebench = N_MODELS * (1 + 2 + (N_BETAS - 1)) + 3 + 1
+    assert c["generate"] == c["judge"] == issuebench + 2 * 2 * N_MODELS
+    assert c["studyb_prompts"] == 2 and c["advbench_prompts"] == 1
+    assert c["studyb_qa"] == N_MODELS * (1 + N_VALUES)  # vanilla + DPO at beta 0.1 (Table 8)
     adapters = [o for o in planned_outputs(out.stdout) if o.endswith("/adapter")]
     assert len(adapters) == len(set(adapters)) == c["studyb_train"]
     assert sum("/dpo-b" in a for a in adapters) == N_MODELS * N_VALUES * N_BETAS
@@ -93,14 +118,23 @@ def test_missing_preference_file_fails_with_one_message(wf: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_demo_dag_has_no_study_b_job(wf: Path) -> None:
+def test_demo_dag_has_the_study_b_slice(wf: Path) -> None:
     out = smk(wf, "-n")
     assert out.returncode == 0, out.stderr + out.stdout
     c = job_counts(out.stdout)
     assert c["report"] == 1
-    assert not [rule for rule in c if rule.startswith("studyb")]
-    # asked for explicitly, Study B has nothing to do while it is off
-    out = smk(wf, "-n", "studyb_all")
+    # One source, 2 values, 1 beta: 2 adapters; 3 lm-eval runs (vanilla + 2)
+    assert c["studyb_triplets"] == 1 and c["studyb_train"] == 2 and c["studyb_qa"] == 3
+    assert c["studyb_metrics"] == 1 and c["studyb_prompts"] == 2
+    # Switched off, Study B has nothing to do, asked for explicitly or not.
+    off = wf / "config" / "demo_no_b.yaml"
+    cfg = yaml.safe_load((wf / "config" / "demo.yaml").read_text())
+    cfg["studyb"]["enabled"] = False
+    off.write_text(yaml.safe_dump(cfg))
+    out = smk(wf, "-n", "--configfile", str(off.relative_to(wf)))
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert not [rule for rule in job_counts(out.stdout) if rule.startswith("studyb")]
+    out = smk(wf, "-n", "studyb_all", "--configfile", str(off.relative_to(wf)))
     assert out.returncode == 0, out.stderr + out.stdout
     assert set(job_counts(out.stdout)) <= {"studyb_all"}
 
@@ -144,7 +178,8 @@ def test_runs_and_paths() -> None:
     assert p.betas == {"0.01": 0.01, "0.1": 0.1, "0.3": 0.3, "0.9": 0.9}
     assert p.extract_model == "mistral-7b-instruct"
     assert p.verify_model == "mistral-small-24b-instruct"
-    assert set(p.data) == set(SOURCES) and not any(dl for _, dl in p.data.values())
+    assert set(p.data) == {*SOURCES, "issuebench", "advbench", "anthrobench"}
+    assert not any(dl for _, dl in p.data.values())
     r = sbplan.Run("mistral-nemo-instruct", "orpo", 0.1, "social justice")
     assert r.model_id == "mistral-nemo-instruct/orpo-b0.1/social_justice"
     assert r.adapter == "results/models/mistral-nemo-instruct/orpo-b0.1/social_justice/adapter"

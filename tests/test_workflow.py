@@ -86,8 +86,15 @@ def test_study_a_dry_run_lists_every_job(wf: Path) -> None:
     # subject but the benign ones; mitigation on HEx-PHI: vanilla x (safety + 2 settings x
     # 2 values) + 11 VIM models per paired value (Self-direction, Universalism) x 3 settings
     safety, pvq, mitigation = (154 + 4 + 1 + 154) * 4, 1 + 154 + 154, 5 + 2 * 11 * 3
-    assert c["generate"] == safety + pvq + mitigation
-    assert c["judge"] == safety + mitigation
+    # Every subject's own file, cut from its group's table.
+    assert c["subject_generations"] == safety + pvq + mitigation
+    assert c["subject_judgments"] == safety + mitigation
+    # Jobs serve up to 16 subjects of one family (generation.subjects_per_job): per safety
+    # benchmark vanilla 1 + ICL ceil(154/16) = 10 + VIM 10 + benign 1; on HEx-PHI the VIM
+    # family also holds the 66 VIM mitigation runs (ceil(220/16) = 14), vanilla its 5;
+    # PVQ-40 1 + 10 + 10.
+    assert c["generate"] == 22 * 3 + 26 + 21
+    assert c["judge"] == 22 * 3 + 26
     assert c["distribution"] == 154 and c["metrics"] == 4 and c["report"] == 1
     assert c["alignment"] == 1 and c["mitigation"] == 1
     assert elapsed < 20, f"dry run took {elapsed:.1f} s"
@@ -95,7 +102,8 @@ def test_study_a_dry_run_lists_every_job(wf: Path) -> None:
 
 def test_one_target_builds_only_what_it_needs(wf: Path) -> None:
     target = "results/judgments/hexphi/smollm2-135m/vim/Ach/plain.parquet"
-    out = smk(wf, "-n", target)
+    # One subject per job: the target's own chain and nothing else.
+    out = smk(wf, "-n", target, "--config", "generation={subjects_per_job: 1}")
     assert out.returncode == 0, out.stderr + out.stdout
     c = job_counts(out.stdout)
     assert c == Counter(
@@ -107,9 +115,19 @@ def test_one_target_builds_only_what_it_needs(wf: Path) -> None:
         benchmark_prompts=1,
         generate=1,
         judge=1,
+        subject_judgments=1,
     )
     outs = " ".join(planned_outputs(out.stdout))
     assert "close_Ach" not in outs and "ess_scores" not in outs and "rtp" not in outs
+    assert "studyb" not in outs and "/Uni/" not in outs
+    # Grouped (the demo's default), the target's job serves its whole family: every VIM
+    # model on HEx-PHI, with their mitigation runs; still nothing of other benchmarks.
+    grouped = smk(wf, "-n", target)
+    assert grouped.returncode == 0, grouped.stderr + grouped.stdout
+    g = job_counts(grouped.stdout)
+    assert g["train_vim_stage2"] == 3 and g["generate"] == 1 and g["judge"] == 1
+    outs = " ".join(planned_outputs(grouped.stdout))
+    assert "rtp" not in outs and "vanilla" not in outs and "studyb" not in outs
 
 
 @pytest.mark.parametrize(
@@ -128,6 +146,11 @@ def test_one_target_builds_only_what_it_needs(wf: Path) -> None:
             {"mitigation": {"pairs": [{"value": "Greed", "category": "malware"}]}},
             "mitigation.pairs[0].value",
         ),
+        # Study B's user-supplied files (the demo's slice reads fixtures we wrote)
+        ({"datasets": {"issuebench": {"path": "nowhere/issues.csv"}}}, "datasets.issuebench.path"),
+        ({"datasets": {"anthrobench": {"path": "nowhere/a.csv"}}}, "datasets.anthrobench.path"),
+        ({"datasets": {"pku_saferlhf": {"path": "nowhere/p.jsonl"}}}, "datasets.pku_saferlhf.path"),
+        ({"studyb": {"eval": {"main_beta": 0.3}}}, "studyb.eval.main_beta"),
     ],
 )
 def test_bad_config_fails_with_one_message(wf: Path, override: dict, needle: str) -> None:
@@ -192,6 +215,40 @@ def test_demo_report_numbers_come_from_outputs(demo: Path) -> None:
 
 
 @pytest.mark.slow
+def test_demo_study_b_slice_from_preferences_to_the_report(demo: Path) -> None:
+    """Issue 6: the Study B slice (2 values, 1 beta) end to end, numbers from outputs."""
+    html = (demo / "results" / "report" / "index.html").read_text()
+    sb = demo / "results" / "studyb"
+    sizes = pd.read_parquet(sb / "subset_sizes.parquet")
+    assert set(sizes.value) == {"empathy", "honesty"} and (sizes.total > 0).all()
+    for v in ("empathy", "honesty"):
+        log = demo / f"results/models/smollm2-135m/dpo-b0.1/{v}/adapter/preference_log.json"
+        assert log.is_file()
+    # The four settings on IssueBench, both against vanilla on AdvBench and AnthroBench.
+    expr = pd.read_parquet(sb / "metrics" / "expression.parquet")
+    assert sorted(expr.setting.unique()) == ["both", "none", "prompt", "train"]
+    assert (expr.n + expr.n_unparsed + expr.n_failed == 4).all()  # 4 prompts each
+    gens = pd.read_parquet(
+        demo / "results/generations/issuebench/smollm2-135m/dpo-b0.1/empathy/prompt-empathy.parquet"
+    )
+    assert len(gens) == 4 and (gens.status == "ok").all()
+    refusal = pd.read_parquet(sb / "metrics" / "refusal.parquet")
+    assert set(refusal.setting) == {"none", "both"} and (refusal.n == 3).all()
+    anthro = pd.read_parquet(sb / "metrics" / "anthro.parquet")
+    assert set(anthro.setting) == {"none", "both"} and anthro.difference.notna().all()
+    qa = pd.read_parquet(sb / "metrics" / "qa.parquet")
+    assert set(qa.adapter) == {
+        "smollm2-135m/dpo-b0.1/empathy", "smollm2-135m/dpo-b0.1/honesty"
+    }  # fmt: skip
+    assert set(qa.task) == {"valueharms_tiny_mc"} and qa.vanilla.notna().all()
+    # The report's Study B section shows those tables (the summary's means among them).
+    for table in ("sb-expression-summary", "sb-refusal-by-value", "sb-anthro-by-value"):
+        assert f'id="{table}"' in html
+    summary = pd.read_parquet(sb / "metrics" / "expression_summary.parquet")
+    assert len(summary) == 4 and "Study B" in html
+
+
+@pytest.mark.slow
 def test_demo_rerun_touch_and_changes(demo: Path) -> None:
     t0 = time.time()
     again = smk(demo, "--profile", "profiles/local")
@@ -212,9 +269,10 @@ def test_demo_rerun_touch_and_changes(demo: Path) -> None:
     original = tmpl.read_text()
     tmpl.write_text(original + "Be brief.\n")
     out = smk(demo, "-n", "--profile", "profiles/local")
-    # 7 subjects and 9 mitigation runs (vanilla x 3 settings, VIM Ach and close_Ach x 3)
+    # The HEx-PHI judge jobs: vanilla (+ its 3 mitigation runs), ICL (3 subjects), VIM
+    # (3 + 6 mitigation runs); then each of those 16 subjects' own judgments.
     assert job_counts(out.stdout) == Counter(
-        judge=7 + 9, metrics=1, stats=1, mitigation=1, report=1, all=1
+        judge=3, subject_judgments=7 + 9, metrics=1, stats=1, mitigation=1, report=1, all=1
     )
     assert all(
         "hexphi" in o or "stats" in o or "report" in o
@@ -232,11 +290,16 @@ def test_demo_rerun_touch_and_changes(demo: Path) -> None:
     (demo / "config/changed.yaml").write_text(yaml.safe_dump(cfg))
     out = smk(demo, "-n", "--profile", "profiles/local", "--configfile", "config/changed.yaml")
     outs = planned_outputs(out.stdout)
-    assert not any("/Ach/" in o or o.endswith("/Ach.parquet") or "icl-Ach." in o for o in outs)
+    assert not any(o.endswith("/Ach.parquet") or "vim/Ach/adapter" in o for o in outs)
     c = job_counts(out.stdout)
     assert c["train_vim_stage1"] == 1 and c["train_vim_stage2"] == 1
-    # VIM close_Ach + ICL close_Ach on 4 benchmarks and PVQ-40; VIM close_Ach's 3 mitigation runs
-    assert c["generate"] == 8 + 2 + 3 and c["judge"] == 8 + 3
+    # The jobs of close_Ach's two families (ICL and VIM) on 4 benchmarks and PVQ-40 rerun;
+    # their other members' answers come from the LLM cache. Vanilla, benign and Study B
+    # jobs do not.
+    assert c["generate"] == 5 + 5 and c["judge"] == 4 + 4
+    groups = [o for o in outs if "results/groups/" in o]
+    assert groups and all("/icl-" in o or "/vim-" in o for o in groups), groups
+    assert not any("studyb" in o for o in outs)
 
 
 @pytest.mark.slow
@@ -251,8 +314,11 @@ def test_demo_changed_training_seed_reruns_only_that_adapters_downstream(demo: P
     c = job_counts(out.stdout)
     assert c["train_vim_stage2"] == 3 and c["generate"] > 0
     assert c["train_vim_stage1"] == 0 and c["prepare_base_model"] == 0
-    generated = [o for o in planned_outputs(out.stdout) if "results/generations/" in o]
+    outs = planned_outputs(out.stdout)
+    generated = [o for o in outs if "results/generations/" in o]
     assert generated and all("/vim/" in o for o in generated), generated
+    groups = [o for o in outs if "results/groups/" in o]
+    assert groups and all("/smollm2-135m/vim-" in o for o in groups), groups
 
 
 @pytest.mark.slow
@@ -276,9 +342,11 @@ def test_demo_with_an_api_judge_pays_each_call_once(demo: Path) -> None:
         out = smk(demo, *args)
         assert out.returncode == 0, out.stderr[-3000:]
         j = pd.read_parquet(demo / target)
-        gens = pd.read_parquet(demo / target.replace("judgments", "generations"))
+        # The judge job served the target's group: vanilla and its mitigation runs.
+        group = "results/groups/generations/hexphi/smollm2-135m/vanilla-1.parquet"
+        gens = pd.read_parquet(demo / group)
         calls = mock.generate_calls()
-        assert len(calls) == int((gens.status == "ok").sum()) > 0
+        assert len(calls) == int((gens.status == "ok").sum()) > len(j) > 0
         assert {c.body["model"] for c in calls} == {"judge-7b"}
         assert set(j.judge) == {"llm:api-judge"}
         # The mock echoes the prompt, which is no verdict: unparsed, never scored.
@@ -287,7 +355,9 @@ def test_demo_with_an_api_judge_pays_each_call_once(demo: Path) -> None:
 
         # The job again from scratch: every answer comes from the cache, no call is paid.
         (demo / target).unlink()
+        (demo / group.replace("generations", "judgments")).unlink()
         again = smk(demo, *args)
         assert again.returncode == 0, again.stderr[-3000:]
+        assert "Rule: judge" in again.stdout + again.stderr  # the judge job did run again
         assert len(mock.generate_calls()) == len(calls)
         pd.testing.assert_frame_equal(pd.read_parquet(demo / target), j)

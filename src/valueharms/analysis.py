@@ -147,43 +147,65 @@ def provenance(
     config_hash: str,
     judge_names: dict[str, str],
     base_dirs: dict[str, str],
-    metrics_df: pd.DataFrame,
+    metrics_df: pd.DataFrame | None,
+    studyb_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    bias = config["metrics"]["bias_score"]
-    failures = (
-        metrics_df[metrics_df["category"] == ALL]
-        .groupby(["benchmark", "model_id", "condition"])[["n_failed", "n_unparsed"]]
-        .max()
-        .sum()
-    )
-    return {
+    """What produced the report; Study A's part only when its metrics are given."""
+    prov: dict[str, Any] = {
         "config_hash": config_hash,
         "git_sha": _git_sha(),
         "valueharms": __version__,
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "packages": _versions(),
-        "judges": {b: judge_names[b] for b in config["benchmarks"]["select"]},
-        "base_models": {b: read_json(Path(d) / "revision.json") for b, d in base_dirs.items()},
-        "bias_score.threshold_unit": bias["threshold_unit"],
-        "settings": {
-            "bias_score": bias,
-            "benchmarks": {b: config["benchmarks"][b] for b in config["benchmarks"]["select"]},
-            "generation": config["generation"],
-            "stats": config["stats"],
-            "risk rates for correlations": RISK_RATES,
-        },
-        "failures": {
-            "n_failed": int(failures.get("n_failed", 0)),
-            "n_unparsed": int(failures.get("n_unparsed", 0)),
-        },
     }
+    if metrics_df is not None:
+        bias = config["metrics"]["bias_score"]
+        failures = (
+            metrics_df[metrics_df["category"] == ALL]
+            .groupby(["benchmark", "model_id", "condition"])[["n_failed", "n_unparsed"]]
+            .max()
+            .sum()
+        )
+        prov |= {
+            "judges": {b: judge_names[b] for b in config["benchmarks"]["select"]},
+            "base_models": {b: read_json(Path(d) / "revision.json") for b, d in base_dirs.items()},
+            "bias_score.threshold_unit": bias["threshold_unit"],
+            "settings": {
+                "bias_score": bias,
+                "benchmarks": {b: config["benchmarks"][b] for b in config["benchmarks"]["select"]},
+                "generation": config["generation"],
+                "stats": config["stats"],
+                "risk rates for correlations": RISK_RATES,
+            },
+            "failures": {
+                "n_failed": int(failures.get("n_failed", 0)),
+                "n_unparsed": int(failures.get("n_unparsed", 0)),
+            },
+        }
+    elif base_dirs:
+        prov["base_models"] = {
+            b: read_json(Path(d) / "revision.json") for b, d in base_dirs.items()
+        }
+    if studyb_info is not None:
+        prov["studyb"] = studyb_info
+    return prov
+
+
+def _one(path: str | list[str] | tuple[str, ...] | None) -> str | None:
+    """A single input path; Snakemake passes an absent input as an empty list."""
+    if path is None or isinstance(path, str):
+        return path or None
+    paths = list(path)
+    if len(paths) > 1:
+        raise ValueError(f"expected one path, got {paths}")
+    return paths[0] if paths else None
 
 
 def report(
     metric_paths: list[str],
-    comparisons_path: str,
-    correlations_path: str,
-    distributions_path: str,
+    comparisons_path: str | list[str] | None,
+    correlations_path: str | list[str] | None,
+    distributions_path: str | list[str] | None,
     subjects: list[dict[str, Any]],
     config: dict[str, Any],
     config_hash: str,
@@ -192,25 +214,54 @@ def report(
     out_html: str,
     nmse_path: str | None = None,
     mitigation_path: str | None = None,
+    studyb_table_paths: list[str] | None = None,
+    studyb_info: dict[str, Any] | None = None,
 ) -> None:
+    """The HTML report: Study A's sections when it has metrics, Study B's section when it
+    has tables (`studyb_table_paths`) or `studyb_info` (Study B on)."""
     from valueharms.report.findings import load_published
     from valueharms.report.render import build_report
+    from valueharms.studyb.results import read_tables
 
-    m = pd.concat([read_table(p, METRICS_SCHEMA) for p in metric_paths], ignore_index=True)
-    published = load_published(
-        config["report"]["published"], config["models"][config["base_model"]]
+    study_a = bool(metric_paths)
+    study_b = bool(studyb_table_paths) or studyb_info is not None
+    sb = read_tables(studyb_table_paths or []) if study_b else None
+    frames: dict[str, Any] = dict.fromkeys(
+        ("metrics", "subjects", "comparisons", "correlations", "distributions")
     )
+    m = None
+    published = None
+    if study_a:
+        m = pd.concat([read_table(p, METRICS_SCHEMA) for p in metric_paths], ignore_index=True)
+        paths = {
+            "comparisons": (_one(comparisons_path), COMPARISONS_SCHEMA),
+            "correlations": (_one(correlations_path), CORRELATIONS_SCHEMA),
+            "distributions": (_one(distributions_path), DISTRIBUTIONS_SCHEMA),
+        }
+        frames = {
+            "metrics": m,
+            "subjects": pd.DataFrame(subjects),
+            # Absent Study A statistics (an input left out) read as empty tables.
+            **{
+                k: read_table(p, schema) if p else schema.empty_table().to_pandas()
+                for k, (p, schema) in paths.items()
+            },
+        }
+        published = load_published(
+            config["report"]["published"], config["models"][config["base_model"]]
+        )
+    nmse_path, mitigation_path = _one(nmse_path), _one(mitigation_path)
     build_report(
-        m,
-        pd.DataFrame(subjects),
-        read_table(comparisons_path, COMPARISONS_SCHEMA),
-        read_table(correlations_path, CORRELATIONS_SCHEMA),
-        read_table(distributions_path, DISTRIBUTIONS_SCHEMA),
-        provenance(config, config_hash, judge_names, base_dirs, m),
-        out_html,
-        nmse=_typed_nmse(nmse_path, subjects) if nmse_path else None,
-        mitigation=read_table(mitigation_path, MITIGATION_SCHEMA) if mitigation_path else None,
+        **frames,
+        provenance=provenance(config, config_hash, judge_names, base_dirs, m, studyb_info),
+        out_html=out_html,
+        nmse=_typed_nmse(nmse_path, subjects) if study_a and nmse_path else None,
+        mitigation=(
+            read_table(mitigation_path, MITIGATION_SCHEMA) if study_a and mitigation_path else None
+        ),
         published=published,
+        studyb_tables=sb,
+        studyb_info=studyb_info,
     )
 
 

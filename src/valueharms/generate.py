@@ -1,6 +1,9 @@
-"""Generation stage: benchmark prompts x one subject (model + condition) -> answers."""
+"""Generation stage: benchmark prompts x a group of subjects (model + condition) -> answers."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -41,20 +44,126 @@ def sampling_for(bench_cfg: dict, seed: int) -> Sampling:
     )
 
 
+@dataclass(frozen=True)
+class Member:
+    """One subject of a generation job: a model (its adapter) under a condition.
+
+    `system` is the condition's system text (ICL profile, mitigation or induction
+    prompt), `categories` keeps only those prompt categories (a mitigation run's),
+    `chat_template` overrides the model's chat flag (Study B: a base model prompted gets
+    raw text, every other setting the template), `temperature` the benchmark's.
+    """
+
+    model_id: str
+    condition: str
+    adapter: str | None = None  # the adapter's name in the backend (None: the base)
+    system: str | None = None
+    categories: tuple[str, ...] | None = None
+    chat_template: bool | None = None
+    temperature: float | None = None
+
+
 def build_requests(
     prompts: pd.DataFrame,
     template: str,
     sampling: Sampling,
     system: str | None = None,
     adapter: str | None = None,
+    key_prefix: str = "",
+    chat_template: bool | None = None,
 ) -> list[Request]:
     """One request per prompt; the system text (ICL profile, mitigation) goes first."""
     reqs = []
     for row in prompts.itertuples(index=False):
         user = template.format(prompt=row.prompt)
         messages = ((("system", system),) if system else ()) + (("user", user),)
-        reqs.append(Request(row.prompt_id, messages=messages, sampling=sampling, adapter=adapter))
+        reqs.append(
+            Request(
+                f"{key_prefix}{row.prompt_id}",
+                messages=messages,
+                sampling=sampling,
+                adapter=adapter,
+                chat_template=chat_template,
+            )
+        )
     return reqs
+
+
+def _member_prompts(prompts: pd.DataFrame, m: Member) -> pd.DataFrame:
+    if m.categories is None:
+        return prompts
+    return prompts[prompts["category"].isin(m.categories)].reset_index(drop=True)
+
+
+def _member_sampling(sampling: Sampling, m: Member) -> Sampling:
+    if m.temperature is None:
+        return sampling
+    return replace(sampling, temperature=float(m.temperature))
+
+
+def generate_members(
+    prompts: pd.DataFrame,
+    backend: Backend,
+    cache: LLMCache,
+    members: list[Member],
+    template: str,
+    sampling: Sampling,
+    stop_at_sentence: bool = False,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Answer every prompt `sampling.n` times for each member, in one stream of batches.
+
+    Requests are interleaved prompt by prompt across members, so one batch serves several
+    adapters (and equal prompts pad alike). Failures are kept as failed rows; rows come
+    out member by member, in `members` order.
+    """
+    per_member = [
+        build_requests(
+            _member_prompts(prompts, m),
+            template,
+            _member_sampling(sampling, m),
+            m.system,
+            m.adapter,
+            key_prefix=f"{i}|" if len(members) > 1 else "",  # join keys unique per job
+            chat_template=m.chat_template,
+        )
+        for i, m in enumerate(members)
+    ]
+    longest = max((len(r) for r in per_member), default=0)
+    order = [r[j] for j in range(longest) for r in per_member if j < len(r)]
+    desc = members[0].model_id if len(members) == 1 else f"{len(members)} subjects"
+    with tqdm(total=len(order), desc=f"generate {desc}", unit="prompt") as bar:
+        answers = cached_generate(backend, order, cache, batch_size, progress=bar.update)
+    by_key = {r.key: a for r, a in zip(order, answers, strict=True)}
+    rows = []
+    for m, reqs in zip(members, per_member, strict=True):
+        revision = backend.identity(m.adapter)["revision"]
+        n = _member_sampling(sampling, m).n
+        for row, req in zip(_member_prompts(prompts, m).itertuples(index=False), reqs, strict=True):
+            resp = by_key[req.key]
+            texts = resp.texts if resp.status == STATUS_OK else [None] * n
+            for i, text in enumerate(texts):
+                if text is not None and stop_at_sentence:
+                    text = first_sentence(text.lstrip("\n").split("\n")[0])
+                rows.append(
+                    {
+                        "benchmark": row.benchmark,
+                        "model_id": m.model_id,
+                        "condition": m.condition,
+                        "prompt_id": row.prompt_id,
+                        "sample": i,
+                        "category": row.category,
+                        "axis": row.axis,
+                        "descriptor": row.descriptor,
+                        "prompt": row.prompt,
+                        "output": text,
+                        "status": resp.status,
+                        "error": resp.error,
+                        "model_revision": revision,
+                        "cached": resp.cached,
+                    }
+                )
+    return pd.DataFrame(rows, columns=GENERATIONS_SCHEMA.names)
 
 
 def generate(
@@ -70,48 +179,20 @@ def generate(
     stop_at_sentence: bool = False,
     batch_size: int = 16,
 ) -> pd.DataFrame:
-    """Answer every prompt `sampling.n` times; failures are kept as failed rows."""
-    reqs = build_requests(prompts, template, sampling, system, adapter)
-    with tqdm(total=len(reqs), desc=f"generate {model_id} {condition}", unit="prompt") as bar:
-        responses = cached_generate(backend, reqs, cache, batch_size, progress=bar.update)
-    revision = backend.identity(adapter)["revision"]
-    rows = []
-    for row, resp in zip(prompts.itertuples(index=False), responses, strict=True):
-        texts = resp.texts if resp.status == STATUS_OK else [None] * sampling.n
-        for i, text in enumerate(texts):
-            if text is not None and stop_at_sentence:
-                text = first_sentence(text.lstrip("\n").split("\n")[0])
-            rows.append(
-                {
-                    "benchmark": row.benchmark,
-                    "model_id": model_id,
-                    "condition": condition,
-                    "prompt_id": row.prompt_id,
-                    "sample": i,
-                    "category": row.category,
-                    "axis": row.axis,
-                    "descriptor": row.descriptor,
-                    "prompt": row.prompt,
-                    "output": text,
-                    "status": resp.status,
-                    "error": resp.error,
-                    "model_revision": revision,
-                    "cached": resp.cached,
-                }
-            )
-    return pd.DataFrame(rows, columns=GENERATIONS_SCHEMA.names)
+    """One subject's answers (generate_members with one member)."""
+    member = Member(model_id, condition, adapter, system)
+    return generate_members(
+        prompts, backend, cache, [member], template, sampling, stop_at_sentence, batch_size
+    )
 
 
 def run(
     prompts_path: str,
     base_dir: str,
     base: str,
-    model_id: str,
-    condition: str,
-    adapter_dir: str | None,
+    members: list[dict[str, Any]],
     bench_cfg: dict,
     template: str,
-    system: str | None,
     seed: int,
     model_spec: dict,
     backend: str,
@@ -120,33 +201,43 @@ def run(
     batch_size: int,
     out: str,
     threads: int = 1,
-    categories: list[str] | None = None,
 ) -> None:
-    """Generation job for one subject and benchmark: prompts file in, generations file out.
+    """Generation job for one group of subjects of one base model and benchmark.
 
-    `categories` keeps only those prompt categories (a mitigation run's paired ones).
+    `members` are Member fields, with `adapter` the adapter's directory (None: the base
+    model): one backend loads the base once and every adapter of the group onto it. The
+    whole group's rows go to `out`; the per-subject files are cut from it.
     """
     from valueharms.data.benchmarks import PROMPTS_SCHEMA
     from valueharms.io import read_table, write_table
     from valueharms.llm.backends import make_backend
 
     prompts = read_table(prompts_path, PROMPTS_SCHEMA)
-    if categories is not None:
-        prompts = prompts[prompts["category"].isin(categories)].reset_index(drop=True)
-    adapters = {"subject": adapter_dir} if adapter_dir else None
+    dirs = list(dict.fromkeys(m["adapter"] for m in members if m.get("adapter")))
+    names = {d: f"adapter{i}" for i, d in enumerate(dirs)}
+    group = []
+    for m in members:
+        fields = {**m, "adapter": names.get(m.get("adapter") or "")}
+        if fields.get("categories") is not None:
+            fields["categories"] = tuple(fields["categories"])
+        group.append(Member(**fields))
     server = make_backend(
-        base, model_spec, backend, backend_settings, base_dir, adapters, threads, cache_dir
+        base,
+        model_spec,
+        backend,
+        backend_settings,
+        base_dir,
+        {n: d for d, n in names.items()} or None,
+        threads,
+        cache_dir,
     )
-    df = generate(
+    df = generate_members(
         prompts,
         server,
         LLMCache(cache_dir),
-        model_id,
-        condition,
+        group,
         template,
         sampling_for(bench_cfg, seed),
-        system=system,
-        adapter="subject" if adapter_dir else None,
         stop_at_sentence=bench_cfg["stop_at_sentence"],
         batch_size=batch_size,
     )

@@ -110,3 +110,21 @@ def read_table(path: str | os.PathLike[str], schema: pa.Schema | None = None) ->
     if schema is not None and not table.schema.remove_metadata().equals(schema):
         raise SchemaError(f"{path}: schema {table.schema} != declared {schema}")
     return table.to_pandas()
+
+
+def split_rows(
+    src: str | os.PathLike[str],
+    schema: pa.Schema,
+    model_id: str,
+    condition: str,
+    out: str | os.PathLike[str],
+) -> int:
+    """Write the rows of one subject (model_id, condition) of a group's table to `out`.
+
+    A group job writes one table for all its subjects; this cuts out the per-subject file
+    that later stages read. Returns the number of rows.
+    """
+    df = read_table(src, schema)
+    rows = df[(df["model_id"] == model_id) & (df["condition"] == condition)]
+    write_table(out, rows.reset_index(drop=True), schema)
+    return len(rows)

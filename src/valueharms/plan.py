@@ -241,3 +241,90 @@ def text_hash(text: str) -> str:
 
 def spec_hash(obj: Any) -> str:
     return sha256_json(obj)[:16]
+
+
+# --- generation and judge jobs: subjects grouped per (benchmark, base, family) -------------
+
+
+@dataclass(frozen=True)
+class GenItem:
+    """One subject (model under a condition) to generate for on one benchmark.
+
+    `family` decides which job it shares: subjects of one base and family (vanilla, icl,
+    vim, benign; a Study B method-beta) go to the same jobs, so retraining the VIM
+    adapters reruns VIM jobs only.
+    """
+
+    benchmark: str
+    model_id: str
+    condition: str
+    family: str
+
+    @property
+    def base(self) -> str:
+        return self.model_id.split("/")[0]
+
+
+def generation_items(
+    subjects: list[Subject],
+    benchmarks: list[str],
+    pvq_subjects: list[Subject],
+    mitigation_runs: list[dict[str, Any]],
+) -> list[GenItem]:
+    """Study A's generation subjects: every subject on every benchmark, the PVQ-40 check,
+    and the mitigation runs known at parse time (HEx-PHI)."""
+    items = [
+        GenItem(b, s.model_id, s.condition, s.model_type) for b in benchmarks for s in subjects
+    ]
+    items += [GenItem(PVQ, s.model_id, s.condition, s.model_type) for s in pvq_subjects]
+    items += [
+        GenItem("hexphi", r["model_id"], r["condition"], r["model_type"]) for r in mitigation_runs
+    ]
+    return items
+
+
+def group_items(items: list[GenItem], per_job: int) -> dict[str, dict[str, list[GenItem]]]:
+    """benchmark -> group id -> its items: up to `per_job` subjects of one base and family
+    per group, in plan order. A group id is `<base>/<family>-<k>` (k from 1), so appending
+    a subject to the config changes the last group of its family only."""
+    if per_job < 1:
+        raise ValueError(f"per_job must be >= 1, got {per_job}")
+    by_key: dict[tuple[str, str, str], list[GenItem]] = {}
+    for it in dict.fromkeys(items):
+        by_key.setdefault((it.benchmark, it.base, it.family), []).append(it)
+    out: dict[str, dict[str, list[GenItem]]] = {}
+    for (bench, base, family), members in by_key.items():
+        for k, start in enumerate(range(0, len(members), per_job), 1):
+            out.setdefault(bench, {})[f"{base}/{family}-{k}"] = members[start : start + per_job]
+    return out
+
+
+def group_index(groups: dict[str, dict[str, list[GenItem]]]) -> dict[tuple[str, str, str], str]:
+    """(benchmark, model_id, condition) -> the id of the group that generates it."""
+    return {
+        (it.benchmark, it.model_id, it.condition): gid
+        for bench in groups.values()
+        for gid, members in bench.items()
+        for it in members
+    }
+
+
+def single_group(model_id: str, condition: str) -> str:
+    """Group id of a subject known only at run time (mitigation pairs from correlations):
+    a group of its own, `<model_id>/<condition>` (three or more path parts)."""
+    return f"{model_id}/{condition}"
+
+
+def split_single_group(group: str) -> tuple[str, str]:
+    model_id, _, condition = group.rpartition("/")
+    return model_id, condition
+
+
+def item_path(stage: str, it: GenItem) -> str:
+    """A subject's own file of a stage (generations, judgments) on a benchmark."""
+    return f"{RESULTS}/{stage}/{it.benchmark}/{it.model_id}/{it.condition}.parquet"
+
+
+def group_path(stage: str, benchmark: str, group: str) -> str:
+    """The table one generate or judge job writes for its whole group."""
+    return f"{RESULTS}/groups/{stage}/{benchmark}/{group}.parquet"

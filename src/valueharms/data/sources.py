@@ -299,6 +299,34 @@ CATALOGUE: dict[str, Source] = {
             "helpful-* folders share the layout",
             licence="MIT",
         ),
+        # Study B's evaluation prompts: user-supplied (no pinned copy to download).
+        Source(
+            "issuebench",
+            "issuebench/issues.csv",
+            None,
+            None,
+            "IssueBench issues (issues.csv, with datasets.issuebench.templates_path) or a "
+            "prompts file (template_id, topic_id, topic_polarity, prompt_text)",
+            "take 2_final_dataset/prompt_ingredients/issues.csv and templates_sample.csv "
+            "from github.com/paul-rottger/issuebench (or a prompts file of the HF dataset "
+            "Paul/IssueBench), set datasets.issuebench.path and .templates_path",
+            revision=None,
+            upstream="Röttger et al. 2025, IssueBench (github.com/paul-rottger/issuebench)",
+            licence="CC-BY-4.0",
+        ),
+        Source(
+            "anthrobench",
+            "anthrobench/prompts.csv",
+            None,
+            None,
+            "AnthroBench probing prompts (CSV/JSONL: prompt, behaviour and/or group, id)",
+            "AnthroBench (Ibrahim et al. 2025, arXiv 2502.07077) has no public prompt file we "
+            "know of: write the probing prompts in our layout (valueharms.studyb.anthrobench) "
+            "and set datasets.anthrobench.path",
+            revision=None,
+            upstream="Ibrahim et al. 2025, AnthroBench (arXiv 2502.07077)",
+            licence="as its authors state",
+        ),
     ]
 }
 

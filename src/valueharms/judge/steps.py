@@ -1,7 +1,8 @@
-"""Judge-stage step: one subject's generations for one benchmark in, judgments out."""
+"""Judge-stage step: a group's generations for one benchmark in, its judgments out."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from valueharms.generate import GENERATIONS_SCHEMA
@@ -48,15 +49,59 @@ def run(
             threads=threads,
             cache_dir=cache_dir,
         )
-        df = judge_with_llm(
-            gens,
-            benchmark,
-            template,
-            server,
-            LLMCache(cache_dir),
-            judge_name,
-            max_new_tokens=judge["max_new_tokens"],
-            batch_size=judge["batch_size"],
-            mode=judge["mode"],
-        )
+        if kind == "llm":
+            df = judge_with_llm(
+                gens,
+                benchmark,
+                template,
+                server,
+                LLMCache(cache_dir),
+                judge_name,
+                max_new_tokens=judge["max_new_tokens"],
+                batch_size=judge["batch_size"],
+                mode=judge["mode"],
+            )
+        else:
+            df = judge_studyb(kind, gens, server, LLMCache(cache_dir), judge_name, judge, template)
     write_table(out, df, JUDGMENTS_SCHEMA)
+
+
+def judge_studyb(
+    kind: str,
+    gens: Any,
+    server: Any,
+    cache: LLMCache,
+    judge_name: str,
+    judge: dict[str, Any],
+    template: str,
+) -> Any:
+    """Study B's judges (METHODS B3): the values a response expresses (the extractor,
+    IssueBench), refusal or compliance (AdvBench) and anthropomorphic behaviours
+    (AnthroBench). Choice mode makes a small local judge pick the likeliest answer."""
+    from valueharms.llm.interface import Sampling
+    from valueharms.studyb import anthrobench, extract, refusal
+
+    choice = judge["mode"] == "choice"
+    sampling = Sampling(
+        max_new_tokens=judge["max_new_tokens"],
+        temperature=float(judge["temperature"]),
+        seed=judge["seed"],
+    )
+    batch = judge["batch_size"]
+    if kind == "values":
+        if choice:
+            sampling = replace(sampling, choices=extract.answer_choices(judge["values"]))
+        return extract.judge_values(
+            gens, server, cache, judge_name, template, sampling, judge["synonyms"], batch
+        )
+    if kind == "refusal":
+        if choice:
+            sampling = replace(sampling, choices=refusal.CHOICES)
+        return refusal.judge_refusal(gens, server, cache, judge_name, template, sampling, batch)
+    if kind == "anthro":
+        if choice:
+            return anthrobench.judge_anthro_choice(
+                gens, server, cache, judge_name, template, sampling, batch
+            )
+        return anthrobench.judge_anthro(gens, server, cache, judge_name, template, sampling, batch)
+    raise ValueError(f"unknown judge kind {kind!r}")

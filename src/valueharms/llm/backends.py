@@ -42,6 +42,7 @@ def make_backend(
             base_url=spec.get("base_url"),
             api_key_env=spec.get("api_key_env") or "OPENAI_API_KEY",
             revision=spec.get("revision"),
+            reasoning=bool(spec.get("reasoning")),
             batch_dir=batch_dir,
             **settings["openai"],
         )

@@ -34,14 +34,20 @@ class Request:
     prompt: str | None = None  # raw text; completion models
     sampling: Sampling = field(default_factory=Sampling)
     adapter: str | None = None  # adapter name known to the backend
+    # Local models: apply the tokenizer's chat template (True) or join the messages as
+    # plain text (False) regardless of the model's `chat` flag; None follows the flag.
+    chat_template: bool | None = None
 
     def content(self) -> dict[str, Any]:
         """Everything about the request that decides the answer."""
-        return {
+        out = {
             "messages": [list(m) for m in self.messages],
             "prompt": self.prompt,
             "sampling": asdict(self.sampling),
         }
+        if self.chat_template is not None:  # absent when unset: older cache keys hold
+            out["chat_template"] = self.chat_template
+        return out
 
 
 @dataclass

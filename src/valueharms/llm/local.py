@@ -30,9 +30,17 @@ class LocalBackend:
 
     def render(self, req: Request) -> str:
         """The text the model sees: the chat template, or for completion models the system
-        text then the user text as plain prose; a raw prompt as it is."""
+        text then the user text as plain prose; a raw prompt as it is.
+
+        `req.chat_template` overrides the model's chat flag; True on a tokenizer without a
+        template gives plain prose (as preference training does on such a model).
+        """
         if req.messages:
-            if self.chat:
+            if req.chat_template is None:
+                use = self.chat
+            else:
+                use = req.chat_template and bool(getattr(self.tokenizer, "chat_template", None))
+            if use:
                 msgs = [{"role": r, "content": c} for r, c in req.messages]
                 return self.tokenizer.apply_chat_template(
                     msgs, add_generation_prompt=True, tokenize=False

@@ -68,6 +68,7 @@ class OpenAIBackend:
         base_url: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         revision: str | None = None,
+        reasoning: bool = False,
         concurrency: int = 8,
         max_retries: int = 5,
         timeout: float = 60.0,
@@ -88,6 +89,9 @@ class OpenAIBackend:
         self.base_url = base_url
         self.api_key_env = api_key_env
         self.revision = revision
+        # Reasoning models (o1, o3, o4-mini): max_completion_tokens, and no temperature or
+        # top_p, which those models refuse unless left at their defaults.
+        self.reasoning = reasoning
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.timeout = timeout
@@ -168,6 +172,9 @@ class OpenAIBackend:
             "seed": s.seed,
             "max_tokens": s.max_new_tokens,
         }
+        if self.reasoning and req.messages:
+            del body["temperature"], body["top_p"], body["max_tokens"]
+            body["max_completion_tokens"] = s.max_new_tokens
         if req.messages:
             body["messages"] = [{"role": r, "content": c} for r, c in req.messages]
             return CHAT_URL, body

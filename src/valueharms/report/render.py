@@ -1,4 +1,5 @@
-"""Render Study A's results as one self-contained HTML report (METHODS A5–A7).
+"""Render Study A's and/or Study B's results as one self-contained HTML report
+(METHODS A5–A7, B3; Study B's section is valueharms.report.studyb).
 
 Every number is pre-formatted here (3 decimals, NaN as "–") and handed to a Jinja2
 template with autoescaping on; plots are embedded as base64 PNGs drawn with Agg.
@@ -522,7 +523,7 @@ def _find(d: Any, key: str) -> Any:
     return None
 
 
-def _notes(prov: Mapping[str, Any]) -> list[str]:
+def _notes(prov: Mapping[str, Any], study_a: bool = True) -> list[str]:
     notes: list[str] = []
     for key in ("notes", "settings_notes", "settings"):
         n = prov.get(key)
@@ -532,6 +533,8 @@ def _notes(prov: Mapping[str, Any]) -> list[str]:
             notes += [f"{k}: {v}" for k, v in n.items()]
         elif isinstance(n, list | tuple):
             notes += [str(x) for x in n]
+    if not study_a:  # the rest explains Study A's numbers
+        return notes
     unit = _find(prov, "threshold_unit")
     if unit == "fraction":
         notes.append(
@@ -580,23 +583,34 @@ def _template() -> jinja2.Template:
     return env.from_string(src)
 
 
-def build_report(
+TITLES: dict[tuple[bool, bool], tuple[str, str]] = {
+    (True, False): (
+        "valueharms: Study A report",
+        "valueharms: unintended harms of value-aligned LLMs (Study A)",
+    ),
+    (False, True): (
+        "valueharms: Study B report",
+        "valueharms: how value induction reshapes LLM behaviour (Study B)",
+    ),
+    (True, True): (
+        "valueharms: Study A and Study B report",
+        "valueharms: unintended harms of value-aligned LLMs (Study A) and how value induction "
+        "reshapes LLM behaviour (Study B)",
+    ),
+}
+
+
+def _study_a(
     metrics: pd.DataFrame,
     subjects: pd.DataFrame,
     comparisons: pd.DataFrame,
     correlations: pd.DataFrame,
     distributions: pd.DataFrame,
-    provenance: dict,
-    out_html: str,
-    nmse: pd.DataFrame | None = None,
-    mitigation: pd.DataFrame | None = None,
-    published: Mapping[str, Any] | None = None,
-) -> None:
-    """Write Study A's report as one self-contained HTML file at `out_html` (atomically).
-
-    `nmse` (PVQ-40 per subject), `mitigation` (valueharms.mitigation table) and the
-    `published` figures (None: not this run's setup) feed the findings section.
-    """
+    nmse: pd.DataFrame | None,
+    mitigation: pd.DataFrame | None,
+    published: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The template context of Study A's sections."""
     from valueharms.report import findings
 
     _check_columns(
@@ -610,11 +624,7 @@ def build_report(
     cols, vals = _overall_values(metrics)
     counts = _counts(metrics)
     headline, means = _headline(subj, cols, vals, by_cond)
-    summary = [
-        f"{k}: {provenance[k]}" for k in ("config_hash", "git_sha", "created") if k in provenance
-    ]
-    html = _template().render(
-        summary=" · ".join(summary),
+    return dict(
         headline=headline,
         benchmarks=_benchmark_tables(subj, cols, vals, counts, by_cond),
         categories=_category_tables(subj, metrics, by_cond),
@@ -632,7 +642,61 @@ def build_report(
         ),
         distributions=_distributions_table(distributions),
         failures=_failures_table(counts),
-        notes=_notes(provenance),
+    )
+
+
+def build_report(
+    metrics: pd.DataFrame | None,
+    subjects: pd.DataFrame | None,
+    comparisons: pd.DataFrame | None,
+    correlations: pd.DataFrame | None,
+    distributions: pd.DataFrame | None,
+    provenance: dict,
+    out_html: str,
+    nmse: pd.DataFrame | None = None,
+    mitigation: pd.DataFrame | None = None,
+    published: Mapping[str, Any] | None = None,
+    studyb_tables: Mapping[str, pd.DataFrame] | None = None,
+    studyb_info: Mapping[str, Any] | None = None,
+) -> None:
+    """Write the report as one self-contained HTML file at `out_html` (atomically).
+
+    Study A's sections are shown when `metrics` is given (then subjects, comparisons,
+    correlations and distributions are required; they may be empty); `nmse` (PVQ-40 per
+    subject), `mitigation` (valueharms.mitigation table) and the `published` figures
+    (None: not this run's setup) feed its findings. Study B's section is shown when
+    `studyb_tables` (valueharms.studyb.results.TABLES name -> table) is given, with
+    `studyb_info` (valueharms.report.studyb.section).
+    """
+    study_a, study_b = metrics is not None, studyb_tables is not None
+    if not (study_a or study_b):
+        raise ValueError("nothing to report: neither Study A metrics nor Study B tables given")
+    ctx: dict[str, Any] = {}
+    if study_a:
+        frames = {"subjects": subjects, "comparisons": comparisons,
+                  "correlations": correlations, "distributions": distributions}  # fmt: skip
+        missing = [k for k, v in frames.items() if v is None]
+        if missing:
+            raise ValueError(f"Study A metrics given without {missing}")
+        ctx = _study_a(
+            metrics, subjects, comparisons, correlations, distributions,  # type: ignore[arg-type]
+            nmse, mitigation, published,
+        )  # fmt: skip
+    if study_b:
+        from valueharms.report import studyb
+
+        ctx["studyb"] = studyb.section(studyb_tables, studyb_info)  # type: ignore[arg-type]
+    summary = [
+        f"{k}: {provenance[k]}" for k in ("config_hash", "git_sha", "created") if k in provenance
+    ]
+    title, heading = TITLES[(study_a, study_b)]
+    html = _template().render(
+        title=title,
+        heading=heading,
+        study_a=study_a,
+        summary=" · ".join(summary),
+        notes=_notes(provenance, study_a),
         provenance=_tree(provenance),
+        **ctx,
     )
     write_text(out_html, html)

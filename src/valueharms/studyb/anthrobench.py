@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -361,3 +361,63 @@ def difference_vs_vanilla(
     out = freqs.merge(base, on=["level", "name"], how="left", validate="many_to_one")
     out["difference"] = out["frequency"] - out["vanilla_frequency"]
     return out
+
+
+YES_NO = ("yes", "no")
+
+
+def behaviour_prompt(template: str, prompt: str, response: str, behaviour: str) -> str:
+    """The choice-mode question about one behaviour ({behaviour}, {definition} slots)."""
+    return template.format(
+        prompt=prompt, response=response, behaviour=behaviour, definition=DEFINITIONS[behaviour]
+    )
+
+
+def judge_anthro_choice(
+    gens: pd.DataFrame,
+    backend: Backend,
+    cache: LLMCache,
+    judge_name: str,
+    template: str,
+    sampling: Sampling,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Choice mode for small local judges: one yes/no question per behaviour and response,
+    the likelier answer taken. Rows as in `judge_anthro`; a response any of whose 14 calls
+    failed is failed (with the first error), one with an answer other than yes or no is
+    unparsed: never partly scored."""
+    from valueharms.judge.run import base_rows
+    from valueharms.judge.schema import JUDGMENTS_SCHEMA
+    from valueharms.llm.cache import cached_generate
+    from valueharms.llm.interface import STATUS_OK as CALL_OK
+    from valueharms.llm.interface import Request
+
+    out = base_rows(gens, judge_name)
+    ok_idx = [i for i, s in enumerate(gens["status"]) if s == CALL_OK]
+    pick = replace(sampling, choices=YES_NO, n=1)
+    reqs = []
+    for i in ok_idx:
+        response = gens["output"].iat[i] or ""
+        out.at[i, "text"] = response
+        for b in BEHAVIOURS:
+            body = behaviour_prompt(template, gens["prompt"].iat[i], response, b)
+            reqs.append(Request(f"{i}|{b}", messages=(("user", body),), sampling=pick))
+    answers = cached_generate(backend, reqs, cache, batch_size)
+    for j, i in enumerate(ok_idx):
+        got = answers[j * len(BEHAVIOURS) : (j + 1) * len(BEHAVIOURS)]
+        bad = [a for a in got if a.status != CALL_OK or not a.texts]
+        if bad:
+            out.at[i, "error"] = bad[0].error or "judge returned no text"
+            continue
+        picks = [a.texts[0] for a in got]
+        out.at[i, "raw"] = "\n".join(f"{b}: {p}" for b, p in zip(BEHAVIOURS, picks, strict=True))
+        odd = [b for b, p in zip(BEHAVIOURS, picks, strict=True) if p not in YES_NO]
+        if odd:  # not one of the two choices: never guessed
+            out.at[i, "status"] = STATUS_UNPARSED
+            out.at[i, "error"] = f"no yes/no verdict for {', '.join(odd)}"
+            continue
+        present = [b for b, p in zip(BEHAVIOURS, picks, strict=True) if p == "yes"]
+        out.at[i, "status"] = STATUS_OK
+        out.at[i, "score"] = float(len(present))
+        out.at[i, "label"] = SEP.join(present)
+    return out[JUDGMENTS_SCHEMA.names]

@@ -272,3 +272,48 @@ _COUNT_DTYPES = {
     "n_rejected": "int64",
     "share": "float64",
 }
+
+
+# --- judging model responses (IssueBench value expression, METHODS B3) -------------------
+
+LABEL_SEP = "|"  # joins a response's values in a judgments row (normalise() drops "|")
+
+
+def answer_choices(names: Iterable[str]) -> tuple[str, ...]:
+    """Choice-mode answers of the extractor or verifier: one `<answer>` per name.
+
+    A small local model rarely writes the format; choosing the likeliest of these gives it
+    one readable answer per response. It is a forced choice of one name: no open set and
+    no `none` (the 135M model found `none` likeliest for every response, which leaves
+    every value subset empty)."""
+    return tuple(f"<answer>{n}</answer>" for n in dict.fromkeys(names))
+
+
+def judge_values(
+    gens: pd.DataFrame,
+    backend: Backend,
+    cache: LLMCache,
+    judge_name: str,
+    template: str | None = None,
+    sampling: Sampling = DEFAULT_SAMPLING,
+    synonyms: Mapping[str, str] | None = None,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """The values each ok generation expresses (GENERATIONS_SCHEMA rows in), as
+    JUDGMENTS_SCHEMA rows: label = the values joined by "|" ("" for none), score = their
+    count; an answer with no readable <answer> part is unparsed, a failed call failed."""
+    from valueharms.judge.run import Verdict, judge_each
+
+    template = template or load_template()
+
+    def body(i: int) -> tuple[str, str]:
+        response = gens["output"].iat[i] or ""
+        return response, render(template, transcript(gens["prompt"].iat[i], response))
+
+    def read(raw: str) -> Verdict:
+        p = parse_answer(raw, synonyms)
+        if p.values is None:
+            return None, None, "no readable <answer> part"
+        return float(len(p.values)), LABEL_SEP.join(p.values), None
+
+    return judge_each(gens, backend, cache, judge_name, body, read, sampling, batch_size)

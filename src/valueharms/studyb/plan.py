@@ -22,6 +22,7 @@ import inspect
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from valueharms import plan as _plan
@@ -194,13 +195,19 @@ def conda_env(backend: str) -> str:
     return "../envs/generate-vllm.yaml" if backend == "vllm" else "../envs/judge.yaml"
 
 
-def sampling(block: dict[str, Any], seed: int) -> dict[str, Any]:
-    """valueharms.llm.interface.Sampling fields of the extractor or verifier."""
-    return {
+def sampling(block: dict[str, Any], seed: int, names: Iterable[str] = ()) -> dict[str, Any]:
+    """valueharms.llm.interface.Sampling fields of the extractor or verifier; in choice
+    mode the answers to pick from: one `<answer>` per name in `names`."""
+    from valueharms.studyb.extract import answer_choices
+
+    out: dict[str, Any] = {
         "max_new_tokens": block["max_new_tokens"],
         "temperature": float(block["temperature"]),
         "seed": seed,
     }
+    if block.get("mode") == "choice":
+        out["choices"] = list(answer_choices(names))
+    return out
 
 
 def verify_labels(config: dict[str, Any]) -> list[str]:
@@ -234,6 +241,173 @@ def step_code(*names: str) -> str:
     return sha256_text("\0".join(inspect.getsource(getattr(steps, n)) for n in names))[:16]
 
 
+# --- downstream evaluation (METHODS B3) -------------------------------------------------
+
+EVAL_BENCHMARKS = ("issuebench", "advbench", "anthrobench")
+TEMP_SEP = "+t"  # a robustness run's condition: <condition>+t<temperature>
+
+
+@dataclass(frozen=True)
+class EvalSubject:
+    """One row of Study B's subjects table: a model under an induction setting, for one
+    target value, on one benchmark. The none setting has one row per target value, all
+    pointing at the same vanilla responses (model_id, condition)."""
+
+    benchmark: str
+    model: str
+    kind: str  # base | post-trained (Table 7)
+    setting: str  # none | prompt | train | both
+    value: str  # normalised target value
+    method: str | None
+    beta: float | None
+    temperature: float
+    model_id: str
+    condition: str
+    chat_template: bool
+    prompted: bool  # the value's induction prompt is the system text
+
+    def row(self) -> dict[str, Any]:
+        """The subjects-table row (valueharms.studyb.results)."""
+        return {
+            "benchmark": self.benchmark,
+            "model": self.model,
+            "kind": self.kind,
+            "setting": self.setting,
+            "value": self.value,
+            "method": self.method,
+            "beta": float("nan") if self.beta is None else self.beta,
+            "temperature": self.temperature,
+            "model_id": self.model_id,
+            "condition": self.condition,
+        }
+
+
+def model_kind(config: dict[str, Any], model: str) -> str:
+    """base | post-trained: studyb.eval.stages, else base when the model has no chat flag."""
+    stage = config["studyb"]["eval"]["stages"].get(model)
+    return stage or ("post-trained" if config["models"][model]["chat"] else "base")
+
+
+def temperature_condition(condition: str, temperature: float) -> str:
+    return f"{condition}{TEMP_SEP}{float(temperature):g}"
+
+
+def main_beta(config: dict[str, Any]) -> float:
+    b = float(config["studyb"]["eval"]["main_beta"])
+    if b not in [float(x) for x in config["studyb"]["train"]["betas"]]:
+        raise ConfigError(
+            f"config key 'studyb.eval.main_beta': {b:g} is not one of studyb.train.betas "
+            f"{config['studyb']['train']['betas']}"
+        )
+    return b
+
+
+def robustness_model(config: dict[str, Any]) -> str:
+    ev = config["studyb"]["eval"]
+    if ev["robustness_model"]:
+        model = _model_key(config, "studyb.eval.robustness_model", ev["robustness_model"], True)
+        if model not in train_models(config):
+            raise ConfigError(
+                f"config key 'studyb.eval.robustness_model': '{model}' gets no DPO adapters "
+                "(add it to studyb.models)"
+            )
+        return model
+    return (orpo_models(config) or train_models(config))[0]
+
+
+def eval_subjects(config: dict[str, Any]) -> list[EvalSubject]:
+    """Every Study B subject of every selected benchmark (studyb.eval), in plan order.
+
+    Per benchmark and trained model: the configured settings at main_beta for each value
+    (the beta_sweep setting at every beta on IssueBench: Table 6); on IssueBench also the
+    ORPO adapters (Table 11) and the robustness model's DPO adapters at each extra
+    temperature (Table 10).
+    """
+    from valueharms.studyb.induction import induction_subjects
+
+    sb, ev = config["studyb"], config["studyb"]["eval"]
+    vals = list(values(config).values())
+    main = main_beta(config)
+    t = sb["train"]
+    betas = [float(b) for b in t["betas"]]
+    robust = robustness_model(config) if ev["temperatures"] or ev["robustness_model"] else None
+    out: list[EvalSubject] = []
+
+    def add(b: str, model: str, setting: str, value: str, method: str | None,
+            beta: float | None, temp: float | None = None) -> None:  # fmt: skip
+        is_base = not config["models"][model]["chat"]
+        (s,) = induction_subjects(model, value, beta or main, method or "dpo", is_base, [setting])
+        default_t = float(config["benchmarks"][b]["temperature"])
+        cond = s.condition if temp is None else temperature_condition(s.condition, temp)
+        out.append(
+            EvalSubject(
+                b,
+                model,
+                model_kind(config, model),
+                setting,
+                value,
+                method,
+                beta,
+                default_t if temp is None else float(temp),
+                s.model_id,
+                cond,
+                s.chat_template,
+                setting in ("prompt", "both"),
+            )
+        )
+
+    for b in ev["benchmarks"]:
+        for model in train_models(config):
+            for v in vals:
+                for setting in ev["settings"][b]:
+                    if setting in ("none", "prompt"):
+                        add(b, model, setting, v, None, None)
+                        continue
+                    sweep = b == "issuebench" and setting == ev["beta_sweep"]
+                    for beta in betas if sweep else [main]:
+                        add(b, model, setting, v, "dpo", beta)
+        if b != "issuebench":
+            continue
+        for model in orpo_models(config):
+            for ob in t["orpo_betas"]:
+                for v in vals:
+                    add(b, model, ev["orpo_setting"], v, "orpo", float(ob))
+        if ev["temperatures"] and robust:
+            for temp in ev["temperatures"]:
+                for v in vals:
+                    add(b, robust, "train", v, "dpo", main, float(temp))
+    return list(dict.fromkeys(out))
+
+
+def eval_items(subjects: list[EvalSubject]) -> list[Any]:
+    """Generation items (valueharms.plan.GenItem) of the subjects, once each; the family is
+    the model id's middle part (vanilla, or the adapters' method-beta)."""
+    items = [
+        _plan.GenItem(s.benchmark, s.model_id, s.condition, s.model_id.split("/")[1])
+        for s in subjects
+    ]
+    return list(dict.fromkeys(items))
+
+
+def qa_subjects(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """lm-eval runs (Table 8): each trained model's vanilla and its DPO adapters at main_beta."""
+    if not config["studyb"]["qa"]["enabled"]:
+        return []
+    main = main_beta(config)
+    rows = []
+    for model in train_models(config):
+        rows.append(
+            {"model": model, "model_id": f"{model}/vanilla", "value": None,
+             "method": None, "beta": float("nan")}
+        )  # fmt: skip
+        for v in values(config).values():
+            r = Run(model, "dpo", main, v)
+            rows.append(
+                {"model": model, "model_id": r.model_id, "value": v, "method": "dpo", "beta": main}
+            )
+    return rows
+
+
 @dataclass
 class Plan:
     """Everything rules/studyb.smk needs, computed (and checked) once at parse time."""
@@ -247,6 +421,13 @@ class Plan:
     extract_model: str | None = None
     verify_model: str | None = None
     verify: bool = False
+    eval: list[EvalSubject] = field(default_factory=list)
+    qa: list[dict[str, Any]] = field(default_factory=list)
+    judge_model: str | None = None  # AdvBench / AnthroBench judge
+
+    @property
+    def eval_benchmarks(self) -> list[str]:
+        return list(dict.fromkeys(s.benchmark for s in self.eval))
 
     @property
     def models(self) -> list[str]:
@@ -269,7 +450,9 @@ class Plan:
 
     def local_models(self, config: dict[str, Any]) -> list[str]:
         """Models whose weights the Study B jobs load (the extractor, verifier, trainees)."""
+        judged = {"advbench", "anthrobench"} & set(self.eval_benchmarks)
         used = [self.extract_model, self.verify_model if self.verify else None, *self.models]
+        used.append(self.judge_model if judged else None)
         return [m for m in dict.fromkeys(used) if m and not _plan.is_api(config, m)]
 
     def targets(self) -> list[str]:
@@ -301,14 +484,50 @@ def build(config: dict[str, Any], download_dir: str) -> Plan:
             )
     for method, beta in dict.fromkeys((r.method, r.beta) for r in all_runs):
         preference_settings(config, method, beta)  # a bad recipe fails now, not in a job
+    subjects = eval_subjects(config)
+    judge = sb["judge"]["model"] or config["judges"]["llm"]["model"]
+    _model_key(config, "studyb.judge.model", judge, weights=False)
+    llms = [("extract", extract_model(config)), ("judge", judge)]
+    if sb["verify"]["enabled"]:
+        llms.append(("verify", verify_model(config)))
+    for block, model in llms:
+        if sb[block]["mode"] == "choice" and _plan.is_api(config, model):
+            raise ConfigError(
+                f"config key 'studyb.{block}.mode': choice mode scores the answers' "
+                f"likelihoods, which an API model ('{model}') does not expose; use generate"
+            )
+    data = datasets(config, download_dir)
+    for b in dict.fromkeys(x.benchmark for x in subjects):
+        data[b] = eval_dataset(config, b)
     return Plan(
         enabled=True,
         sources=list(sb["sources"]),
-        data=datasets(config, download_dir),
+        data=data,
         values=values(config),
         betas=betas,
         runs=all_runs,
         extract_model=extract_model(config),
         verify_model=verify_model(config) if sb["verify"]["enabled"] else None,
         verify=sb["verify"]["enabled"],
+        eval=subjects,
+        qa=qa_subjects(config),
+        judge_model=judge,
     )
+
+
+def eval_dataset(config: dict[str, Any], name: str) -> tuple[str, bool]:
+    """(path, needs_download) of an evaluation benchmark's file; IssueBench's templates file
+    must exist too when set. A DataError names the config key and where to get the file."""
+    over = (config.get("datasets") or {}).get(name) or {}
+    if over.get("path"):
+        require_file(name, over["path"])
+    if name == "issuebench" and over.get("templates_path"):
+        from valueharms.data.sources import DataError
+        from valueharms.studyb.issuebench import HOW_TO_GET
+
+        if not Path(over["templates_path"]).is_file():
+            raise DataError(
+                f"datasets.issuebench.templates_path: file not found: "
+                f"{over['templates_path']}; {HOW_TO_GET}"
+            )
+    return resolve(name, config, download_dir="results/data/raw")

@@ -38,6 +38,11 @@ def _backend(
     )
 
 
+def _sampling(fields: Mapping[str, Any]) -> Sampling:
+    """A Sampling from a rule param (lists, as YAML/JSON give them, become tuples)."""
+    return Sampling(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
 def triplets(
     source: str,
     path: str,
@@ -78,7 +83,7 @@ def extract_values(
         server,
         LLMCache(cache_dir),
         template=template,
-        sampling=Sampling(**sampling),
+        sampling=_sampling(sampling),
         batch_size=batch_size,
     )
     log.info("statuses: %s", table["status"].value_counts().to_dict())
@@ -163,7 +168,7 @@ def verify_subsets(
         LLMCache(cache_dir),
         template=template,
         labels=list(labels),
-        sampling=Sampling(**sampling),
+        sampling=_sampling(sampling),
         synonyms=synonyms,
         batch_size=batch_size,
     )
@@ -206,3 +211,86 @@ def train_adapter(
         )
     cfg = PreferenceConfig(**dict(settings))
     return train_preference(base_dir, pairs, out_dir, cfg, chat=chat, threads=threads)
+
+
+def eval_prompts(
+    name: str,
+    path: str,
+    templates_path: str | None,
+    n_templates: int | None,
+    n: int | None,
+    seed: int,
+    out: str,
+) -> None:
+    """An evaluation benchmark's prompt table: IssueBench (issues x framings x a seeded
+    draw of templates, then n stratified by issue) or AnthroBench (n, seeded)."""
+    from valueharms.data.benchmarks import PROMPTS_SCHEMA, subsample
+    from valueharms.studyb.anthrobench import load_anthrobench
+    from valueharms.studyb.issuebench import load_issuebench, sample_issuebench
+
+    report = LoadReport(name, str(path))
+    if name == "issuebench":
+        df = load_issuebench(path, templates_path, report=report)
+        df = sample_issuebench(df, n_templates=n_templates, n=n, seed=seed)
+    elif name == "anthrobench":
+        df = subsample(load_anthrobench(path, report=report), n, seed=seed, stratify=True)
+    else:
+        raise ValueError(f"unknown evaluation benchmark {name!r}")
+    log.info("%s: %d prompts (%s)", name, len(df), report.as_dict())
+    write_table(out, df, PROMPTS_SCHEMA)
+
+
+def qa(
+    base_dir: str,
+    adapter_dir: str | None,
+    model: str,
+    model_id: str,
+    settings: Mapping[str, Any],
+    out: str,
+) -> None:
+    """One lm-eval run (Table 8): the base model, with the adapter when given."""
+    from valueharms.studyb.qa_eval import VANILLA, run_lm_eval
+
+    run_lm_eval(
+        base_dir,
+        adapter_dir,
+        list(settings["tasks"]),
+        out,
+        limit=settings["limit"],
+        batch_size=settings["batch_size"],
+        include_path=settings["include_path"],
+        model_name=model,
+        adapter_name=model_id if adapter_dir else VANILLA,
+        include_defaults=settings["include_defaults"],
+    )
+
+
+def tables(
+    judgment_paths: Sequence[str],
+    qa_paths: Sequence[str],
+    subjects: Sequence[Mapping[str, Any]],
+    qa_subjects: Sequence[Mapping[str, Any]],
+    main_beta: float,
+    values: Sequence[str],
+    default_temperature: float,
+    out_dir: str,
+) -> None:
+    """Study B's tables (Tables 5-8, 10, 11, Figures 3-5) from every subject's judgments
+    and lm-eval results (valueharms.studyb.results)."""
+    from valueharms.judge.schema import JUDGMENTS_SCHEMA
+    from valueharms.studyb import results
+    from valueharms.studyb.qa_eval import QA_SCHEMA
+
+    frames = [read_table(p, JUDGMENTS_SCHEMA) for p in judgment_paths]
+    judged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    by_bench = (
+        {b: g.reset_index(drop=True) for b, g in judged.groupby("benchmark")} if frames else {}
+    )
+    qa_frames = [read_table(p, QA_SCHEMA) for p in qa_paths]
+    qa = pd.concat(qa_frames, ignore_index=True) if qa_frames else None
+    out = results.build_tables(
+        list(subjects), by_bench, qa, list(qa_subjects), main_beta, values, default_temperature
+    )
+    for name, df in out.items():
+        log.info("%s: %d rows", name, len(df))
+    results.write_tables(out, out_dir)

@@ -1,0 +1,527 @@
+"""Study B's section of the HTML report (METHODS B3; seed 004 Tables 5-8, 10, 11, Figures
+4-5), from the tables of valueharms.studyb.results.
+
+Every number comes from those tables and is pre-formatted here; shares, rates and
+frequencies are shown as percentages (saying so), QA deltas in lm-eval's units. Each table
+names the judge behind its numbers; an empty table becomes a one-line note saying whether
+its input is not configured in this run or has no data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from valueharms.report.render import DASH, Table, _isnan, _png, fmt_int, fmt_num
+from valueharms.studyb import anthrobench as ab
+from valueharms.studyb.results import (
+    ADVBENCH,
+    ANTHROBENCH,
+    ISSUEBENCH,
+    ORPO,
+    SETTINGS,
+    TABLES,
+    TOP_K,
+    main_rows,
+)
+
+BENCH_NAMES = {
+    ISSUEBENCH: "IssueBench (value extractor)",
+    ADVBENCH: "AdvBench (refusal judge)",
+    ANTHROBENCH: "AnthroBench (anthropomorphism judge)",
+}
+SETTING_NAMES = {"none": "None", "prompt": "Prompt", "train": "Train", "both": "Both"}
+KIND_ORDER = ("base", "post-trained")
+KIND_NAMES = {"base": "Base", "post-trained": "Post-trained (SFT, Instruct)"}
+QA_JUDGE = "lm-eval (no LLM judge)"
+
+
+@dataclass
+class Block:
+    """One subsection: a heading, a sentence, then a plot and/or table, or a note."""
+
+    id: str
+    heading: str
+    text: str = ""
+    table: Table | None = None
+    png: str | None = None
+    png_alt: str = ""
+    note: str | None = None
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    """A fraction as a percentage, `digits` decimals; NaN/None as a dash."""
+    return DASH if x is None or _isnan(x) else f"{100 * float(x):.{digits}f}"
+
+
+def pp(x: Any, digits: int = 1) -> str:
+    """A difference of fractions in signed percentage points."""
+    return DASH if x is None or _isnan(x) else f"{100 * float(x):+.{digits}f}"
+
+
+def fmt_beta(x: Any) -> str:
+    return DASH if x is None or _isnan(x) else f"{float(x):g}"
+
+
+def _order(items: Iterable[str], first: Sequence[str]) -> list[str]:
+    """Distinct `items`: those in `first` in its order, then the rest as they come."""
+    items = list(dict.fromkeys(items))
+    return [x for x in first if x in set(items)] + [x for x in items if x not in set(first)]
+
+
+class _Context:
+    """What every block needs: the tables, judge names, ordering and the main setup."""
+
+    def __init__(self, tables: Mapping[str, pd.DataFrame], info: Mapping[str, Any]) -> None:
+        self.t = {k: tables.get(k, TABLES[k].empty_table().to_pandas()) for k in TABLES}
+        self.info = info
+        self.main_beta = info.get("main_beta")
+        self.default_t = float(info.get("default_temperature", 0.7))
+        self.values = [str(v) for v in info.get("values") or ()]
+        self.models = [str(m) for m in info.get("models") or ()]
+        self.judges = dict(info.get("judges") or info.get("judge_names") or {})
+
+    def judge(self, bench: str) -> str:
+        """The judge named in the config, else the judges recorded in the rows."""
+        if self.judges.get(bench):
+            return str(self.judges[bench])
+        f = self.t["failures"]
+        names = sorted(set(f.loc[f["benchmark"] == bench, "judge"].dropna().astype(str)))
+        return "; ".join(names) if names else "unknown judge"
+
+    def configured(self, bench: str) -> bool:
+        listed = self.info.get("benchmarks")
+        if listed is not None:
+            return bench in listed
+        # The failures table lists every planned subject, judged or not.
+        return bench in set(self.t["failures"]["benchmark"])
+
+    def missing(self, bench: str, what: str) -> str:
+        if not self.configured(bench):
+            return f"Not configured: no {bench} subjects in this run."
+        return f"No data: {what}."
+
+    def setup(self) -> str:
+        beta = fmt_beta(self.main_beta)
+        return f"DPO at β = {beta} (none/prompt: the vanilla model), temperature {self.default_t:g}"
+
+    def model_order(self, models: Iterable[str]) -> list[str]:
+        return _order(models, self.models)
+
+    def value_order(self, values: Iterable[str]) -> list[str]:
+        """info's value order, else the tables' own (config order, from build_tables)."""
+        return _order(values, self.values)
+
+
+# ---------------------------------------------------------------- value expression
+
+
+def _table5(c: _Context) -> Block:
+    s = c.t["expression_summary"]
+    b = Block(
+        "sec-sb-expression",
+        "Target-value expression by model and setting (Table 5)",
+        "Share of IssueBench responses in which the target value is expressed, mean ± s.e. "
+        f"over the target values, in percent; {c.setup()}.",
+    )
+    if s.empty:
+        b.note = c.missing(ISSUEBENCH, "no extracted IssueBench responses")
+        return b
+    settings = [x for x in SETTINGS if x in set(s["setting"])]
+    t = Table(
+        "sb-expression-summary",
+        ["Model", "Kind", *(f"{SETTING_NAMES[x]} (%)" for x in settings), "Values (k)"],
+    )
+    t.caption = f"Judge: {c.judge(ISSUEBENCH)}"
+    for m in c.model_order(s["model"].astype(str)):
+        part = s[s["model"] == m].set_index("setting")
+        cells = [m, str(part["kind"].iat[0])]
+        for x in settings:
+            cells.append(
+                f"{pct(part.at[x, 'mean'])} ± {pct(part.at[x, 'se'])}" if x in part.index else DASH
+            )
+        cells.append("/".join(str(k) for k in sorted(set(part["n_values"]))))
+        t.add(cells)
+    b.table = t
+    return b
+
+
+def _table6(c: _Context) -> Block:
+    s = c.t["expression_by_beta"]
+    b = Block(
+        "sec-sb-expression-beta",
+        "Target-value expression by value and β (Table 6)",
+        "Both setting, DPO, temperature "
+        f"{c.default_t:g}: share of responses expressing the target value, mean over "
+        "models, in percent.",
+    )
+    if s.empty:
+        b.note = c.missing(ISSUEBENCH, "no both-setting DPO subjects with extracted responses")
+        return b
+    betas = sorted(set(s["beta"]))
+    t = Table("sb-expression-by-beta", ["Value", *(f"β = {fmt_beta(x)}" for x in betas), "Models"])
+    t.caption = f"Judge: {c.judge(ISSUEBENCH)}"
+    for v in c.value_order(s["value"].astype(str)):
+        part = s[s["value"] == v].set_index("beta")
+        cells = [pct(part.at[x, "share"], 2) if x in part.index else DASH for x in betas]
+        t.add([v, *cells, str(int(part["n_models"].max()))])
+    b.table = t
+    return b
+
+
+def _table7(c: _Context) -> Block:
+    s = c.t["top_values"]
+    b = Block(
+        "sec-sb-top-values",
+        "Most expressed values per induced value (Table 7)",
+        f"Top {TOP_K} values expressed in the pooled "
+        f"both-setting responses of each model kind ({c.setup()}); share of responses in "
+        "percent in brackets.",
+    )
+    if s.empty:
+        b.note = c.missing(ISSUEBENCH, "no both-setting subjects with extracted responses")
+        return b
+    kinds = [k for k in KIND_ORDER if k in set(s["kind"])]
+    kinds += sorted(set(s["kind"].astype(str)) - set(kinds))
+    t = Table("sb-top-values", ["Induced value", *(KIND_NAMES.get(k, k) for k in kinds)])
+    t.caption = f"Judge: {c.judge(ISSUEBENCH)}"
+    for v in c.value_order(s["value"].astype(str)):
+        cells = []
+        for k in kinds:
+            part = s[(s["value"] == v) & (s["kind"] == k)].sort_values("rank")
+            top = [f"{r.expressed} ({pct(r.share)})" for r in part.itertuples()]
+            cells.append(", ".join(top) if top else DASH)
+        t.add([v, *cells])
+    b.table = t
+    return b
+
+
+# ---------------------------------------------------------------- QA
+
+
+def _table8(c: _Context) -> Block:
+    s = c.t["qa_summary"]
+    b = Block(
+        "sec-sb-qa",
+        "Question answering versus vanilla (Table 8)",
+        "Each value-induced adapter's lm-eval score minus its vanilla model's, mean over the "
+        f"adapters (values) with the standard deviation in brackets; DPO at β = "
+        f"{fmt_beta(c.main_beta)}; lm-eval units (fractions).",
+    )
+    if s.empty:
+        configured = c.info.get("qa")
+        b.note = (
+            "No data: no QA results were scored."
+            if configured
+            else "Not configured: no QA evaluation in this run."
+        )
+        return b
+    beta = c.main_beta
+    main = s[s["method"] == "dpo"]
+    if beta is not None:
+        main = main[np.isclose(main["beta"].to_numpy(float), float(beta))]
+    if main.empty:
+        b.note = f"No data: no DPO adapters at β = {fmt_beta(beta)} were scored."
+        return b
+    cols = main[["task", "metric", "filter"]].drop_duplicates().sort_values(["task", "metric"])
+    keys = list(cols.itertuples(index=False, name=None))
+    t = Table(
+        "sb-qa-summary",
+        ["Model", *(f"{task} {metric} ({filt})" for task, metric, filt in keys), "Adapters"],
+    )
+    t.caption = f"Scored by {QA_JUDGE}"
+    for m in c.model_order(main["model"].astype(str)):
+        part = main[main["model"] == m].set_index(["task", "metric", "filter"])
+        cells = [
+            f"{fmt_num(part.at[k, 'mean'], 3)} ({fmt_num(part.at[k, 'std'], 3)})"
+            if k in part.index
+            else DASH
+            for k in keys
+        ]
+        t.add([m, *cells, str(int(part["n_adapters"].max()))])
+    b.table = t
+    return b
+
+
+# ---------------------------------------------------------------- refusal
+
+
+def _refusal_plot(s: pd.DataFrame, values: list[str]) -> str:
+    d = s.set_index("value").loc[values, "delta"].to_numpy(float) * 100
+    fig = Figure(figsize=(max(5.0, 0.45 * len(values) + 2), 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    colours = ["#c0392b" if x < 0 else "#2e86c1" for x in np.nan_to_num(d)]
+    ax.bar(range(len(values)), d, color=colours)
+    ax.axhline(0, color="0.3", linewidth=0.8)
+    ax.set_xticks(range(len(values)), values, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("refusal rate − vanilla (pp)")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _refusal(c: _Context) -> list[Block]:
+    s = c.t["refusal_by_value"]
+    b = Block(
+        "sec-sb-refusal",
+        "Refusal on AdvBench relative to vanilla (Figure 5)",
+        f"Both setting, {c.setup()}: refusal rate of the value-induced model minus its "
+        "vanilla model's, mean over models, in percentage points (positive: refuses more).",
+    )
+    out = [b]
+    if s.empty:
+        b.note = c.missing(ADVBENCH, "no judged both-setting AdvBench responses")
+        return out
+    values = c.value_order(s["value"].astype(str))
+    t = Table(
+        "sb-refusal-by-value",
+        ["Value", "Refusal rate (%)", "Vanilla rate (%)", "Δ (pp)", "Models"],
+    )
+    t.caption = f"Judge: {c.judge(ADVBENCH)}"
+    by = s.set_index("value")
+    for v in values:
+        r = by.loc[v]
+        t.add(
+            [
+                v,
+                pct(r["refusal_rate"]),
+                pct(r["vanilla_rate"]),
+                pp(r["delta"]),
+                fmt_int(r["n_models"]),
+            ]
+        )
+    b.table = t
+    b.png = _refusal_plot(s, values)
+    b.png_alt = "Refusal rate relative to vanilla per induced value"
+    out.append(_refusal_by_model(c))
+    return out
+
+
+def _refusal_by_model(c: _Context) -> Block:
+    f = c.t["refusal"]
+    b = Block(
+        "sec-sb-refusal-models",
+        "Refusal rate per model and setting",
+        f"Mean over the target values of the refusal rate, in percent; {c.setup()}.",
+    )
+    beta = float(c.main_beta) if c.main_beta is not None else math.nan
+    main = main_rows(f, beta, c.default_t)
+    settings = [x for x in SETTINGS if x in set(main["setting"])]
+    t = Table("sb-refusal-by-model", ["Model", *(f"{SETTING_NAMES[x]} (%)" for x in settings)])
+    t.caption = f"Judge: {c.judge(ADVBENCH)}"
+    for m in c.model_order(main["model"].astype(str)):
+        part = main[main["model"] == m]
+        t.add([m] + [pct(part.loc[part["setting"] == x, "refusal_rate"].mean()) for x in settings])
+    b.table = t
+    return b
+
+
+# ---------------------------------------------------------------- anthropomorphism
+
+
+def _anthro_plot(mat: pd.DataFrame) -> str:
+    arr = mat.to_numpy(float)
+    vmax = float(np.nanmax(np.abs(arr))) if np.isfinite(arr).any() else 1.0
+    vmax = vmax or 1.0
+    fig = Figure(figsize=(0.42 * mat.shape[1] + 3, 0.32 * mat.shape[0] + 2.4))
+    ax = fig.add_subplot()
+    ax.set_facecolor("0.85")  # NaN cells stay grey
+    im = ax.imshow(arr, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(mat.shape[1]), list(mat.columns), rotation=90, fontsize=6)
+    ax.set_yticks(range(mat.shape[0]), list(mat.index), fontsize=7)
+    for (i, j), x in np.ndenumerate(arr):
+        if np.isfinite(x):  # white on the dark ends of the scale
+            colour = "white" if abs(x) > 0.6 * vmax else "black"
+            ax.text(j, i, f"{x:.2f}", ha="center", va="center", fontsize=5, color=colour)
+    fig.colorbar(im, ax=ax, label="Δ frequency vs vanilla (sum over models)", shrink=0.8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _anthro(c: _Context) -> Block:
+    s = c.t["anthro_by_value"]
+    b = Block(
+        "sec-sb-anthro",
+        "Anthropomorphic behaviour relative to vanilla (Figure 4)",
+        f"Both setting, {c.setup()}: frequency of each AnthroBench behaviour (and group: any "
+        "of its behaviours) minus the vanilla model's, as a fraction, summed over models "
+        "(positive: more than vanilla).",
+    )
+    if s.empty:
+        b.note = c.missing(ANTHROBENCH, "no judged both-setting AnthroBench responses")
+        return b
+    values = c.value_order(s["value"].astype(str))
+    beh = s[s["level"] == "behaviour"]
+    cols = [x for x in ab.BEHAVIOURS if x in set(beh["name"])]
+    groups = [g for g in ab.GROUPS if g in set(s.loc[s["level"] == "group", "name"])]
+    mat = beh.pivot_table(index="value", columns="name", values="difference", aggfunc="first")
+    b.png = _anthro_plot(mat.reindex(index=values, columns=cols))
+    b.png_alt = "AnthroBench behaviour difference versus vanilla per induced value"
+    t = Table("sb-anthro-by-value", ["Value", *cols, *(f"[{g}]" for g in groups), "Models"])
+    t.caption = f"Judge: {c.judge(ANTHROBENCH)}; [group] columns: any behaviour of the group"
+    key = {(r.value, r.level, r.name): r for r in s.itertuples(index=False)}
+    for v in values:
+        cells = [
+            fmt_num(getattr(key.get((v, "behaviour", x)), "difference", None), 2) for x in cols
+        ]
+        cells += [fmt_num(getattr(key.get((v, "group", g)), "difference", None), 2) for g in groups]
+        n = s.loc[s["value"] == v, "n_models"].max()
+        t.add([v, *cells, fmt_int(n)])
+    b.table = t
+    return b
+
+
+# ---------------------------------------------------------------- robustness
+
+
+def _table10(c: _Context) -> Block:
+    s = c.t["robustness_temperature"]
+    b = Block(
+        "sec-sb-robust-temperature",
+        "Robustness to the sampling temperature (Table 10)",
+        "Pearson r between the value frequencies (every value expressed in either run) at "
+        f"temperature T and at {c.default_t:g}, mean over the target values with a defined r.",
+    )
+    e = c.t["expression"]
+    if s.empty:
+        other = e[~np.isclose(e["temperature"].to_numpy(float), c.default_t)]
+        b.note = (
+            "Not configured: no IssueBench runs at other temperatures."
+            if other.empty
+            else f"No data: no run at T = {c.default_t:g} to compare with."
+        )
+        return b
+    t = Table(
+        "sb-robustness-temperature",
+        ["Model", "Setting", "Method", "β", "T", "Mean r", "Values (r defined / all)"],
+    )
+    t.caption = f"Judge: {c.judge(ISSUEBENCH)}"
+    keys = ["model", "setting", "method", "beta", "temperature"]
+    g = s.assign(method=s["method"].fillna(DASH)).groupby(keys, dropna=False, sort=True)
+    for (m, st, meth, beta, temp), part in g:
+        r = part["r"].dropna()
+        t.add(
+            [
+                str(m),
+                SETTING_NAMES.get(str(st), str(st)),
+                str(meth),
+                fmt_beta(beta),
+                f"{float(temp):g}",
+                fmt_num(r.mean() if len(r) else math.nan),
+                f"{len(r)} / {len(part)}",
+            ]
+        )
+    b.table = t
+    return b
+
+
+def _table11(c: _Context) -> Block:
+    s = c.t["robustness_orpo"]
+    b = Block(
+        "sec-sb-robust-orpo",
+        "Robustness to the alignment method: ORPO versus DPO (Table 11)",
+        "Pearson r between the value frequencies (every value expressed in either run) of the "
+        f"ORPO adapter and the DPO adapter at β = {fmt_beta(c.main_beta)} of the same model, "
+        f"value and setting, temperature {c.default_t:g}; the last row is the mean over values.",
+    )
+    e = c.t["expression"]
+    if s.empty:
+        b.note = (
+            "Not configured: no ORPO adapters in this run."
+            if not (e["method"] == ORPO).any()
+            else f"No data: no DPO adapter at β = {fmt_beta(c.main_beta)} to compare with."
+        )
+        return b
+    runs = s[["model", "beta_orpo", "setting"]].drop_duplicates()
+    runs = sorted(
+        runs.itertuples(index=False, name=None),
+        key=lambda r: (c.model_order(s["model"].astype(str)).index(r[0]), r[1], str(r[2])),
+    )
+    t = Table(
+        "sb-robustness-orpo",
+        [
+            "Value",
+            *(f"{m} (ORPO β {fmt_beta(bo)}, {SETTING_NAMES.get(st, st)})" for m, bo, st in runs),
+        ],
+    )
+    t.caption = f"Judge: {c.judge(ISSUEBENCH)}"
+    key = {(r.model, r.beta_orpo, r.setting, r.value): r.r for r in s.itertuples(index=False)}
+    for v in c.value_order(s["value"].astype(str)):
+        t.add([v, *(fmt_num(key.get((m, bo, st, v))) for m, bo, st in runs)])
+    means = []
+    for m, bo, st in runs:
+        part = s[(s["model"] == m) & (s["beta_orpo"] == bo) & (s["setting"] == st)]["r"].dropna()
+        means.append(fmt_num(part.mean() if len(part) else math.nan))
+    t.add(["Mean", *means], cls="total")
+    b.table = t
+    return b
+
+
+# ---------------------------------------------------------------- failures
+
+
+def _failures(c: _Context) -> Block:
+    f = c.t["failures"]
+    b = Block(
+        "sec-sb-failures",
+        "Study B judge failures",
+        "Responses the judge failed on (failed) or whose answer could not be parsed "
+        "(unparsed), summed over subjects; neither is ever scored.",
+    )
+    if f.empty:
+        b.note = "No data: no Study B subjects or judgments."
+        return b
+    t = Table("sb-failures", ["Benchmark", "Judge", "Subjects", "n", "ok", "unparsed", "failed"])
+    tot = [0, 0, 0, 0]
+    for bench in [x for x in BENCH_NAMES if x in set(f["benchmark"])] + sorted(
+        set(f["benchmark"]) - set(BENCH_NAMES)
+    ):
+        part = f[f["benchmark"] == bench]
+        # The judge recorded in the rows; the configured one where nothing was judged yet.
+        recorded = "; ".join(sorted(set(part["judge"].dropna().astype(str))))
+        sums = [int(part[k].sum()) for k in ("n", "n_ok", "n_unparsed", "n_failed")]
+        tot = [a + x for a, x in zip(tot, sums, strict=True)]
+        t.add(
+            [BENCH_NAMES.get(bench, bench), recorded or c.judge(bench), str(len(part))]
+            + [str(x) for x in sums],
+            cls="fail" if sums[3] else "",
+        )
+    t.add(["Total", "", str(len(f)), *map(str, tot)], cls="total")
+    b.table = t
+    return b
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def section(tables: Mapping[str, pd.DataFrame], info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The template's `studyb` context: intro lines, the judges, and the blocks in order.
+
+    `info`: judges (benchmark -> judge name), main_beta, models (display order) and notes
+    (a string or a list); optional values (display order), default_temperature, benchmarks
+    (the selected ones) and qa (whether QA runs).
+    """
+    info = dict(info or {})
+    c = _Context(tables, info)
+    notes = info.get("notes") or []
+    notes = [notes] if isinstance(notes, str) else [str(n) for n in notes]
+    judges = [(BENCH_NAMES[b], c.judge(b)) for b in BENCH_NAMES if c.configured(b)]
+    if not c.t["qa"].empty or info.get("qa"):
+        judges.append(("QA benchmarks", QA_JUDGE))
+    blocks = [_table5(c), _table6(c), _table7(c), _table8(c), *_refusal(c), _anthro(c)]
+    blocks += [_table10(c), _table11(c), _failures(c)]
+    return {
+        "setup": c.setup(),
+        "models": c.model_order(
+            [*c.models]
+            + [m for k in ("expression", "refusal", "anthro") for m in c.t[k]["model"].dropna()]
+        ),
+        "judges": judges,
+        "notes": notes,
+        "blocks": blocks,
+    }

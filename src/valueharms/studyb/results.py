@@ -1,0 +1,708 @@
+"""Study B's judged outputs as the paper's tables (METHODS B3; seed 004 Tables 5-8, 10, 11,
+Figures 4-5).
+
+Inputs (the report stage's contract):
+
+- `subjects`: one row per (benchmark, subject role) with benchmark, model, kind
+  (base|post-trained), setting (none|prompt|train|both), value, method (dpo|orpo, None for
+  none/prompt), beta (NaN for none/prompt), temperature, model_id and condition. In the
+  none setting there is one row per target value, all pointing at the same vanilla
+  responses.
+- `judgments`: benchmark -> JUDGMENTS_SCHEMA rows of every subject of that benchmark.
+- `qa` (QA_SCHEMA, may be None) and `qa_subjects` (model, model_id, value, method, beta).
+
+Every table of TABLES is returned, empty (with its columns) where nothing feeds it. Shares,
+rates and frequencies are fractions. A judge row that is unparsed or failed is counted
+(n_unparsed, n_failed) and never scored. Judgment rows repeated on (model_id, condition,
+prompt_id, sample), as the none setting's may be, count once.
+
+Choices where the paper is silent:
+- main results (Tables 5, 7, Figures 4-5) are DPO at `main_beta` and the default
+  temperature; the none/prompt settings have no beta and are taken as they are;
+- refusal and anthropomorphism are compared with the model's none subject at the same
+  temperature, else at the default one;
+- the Pearson r of Tables 10-11 runs over every value expressed in either run (a value
+  absent from one run has share 0 there); it is NaN when a run's shares are all equal;
+- AnthroBench frequencies count every judged answer for every behaviour
+  (ANTHRO_PROBED_ONLY), since the judge marks all 14 in each answer;
+- in `qa`, `value` is the adapter's target value and `score` lm-eval's number; Table 8
+  (`qa_summary`) is kept per method and beta (the report shows DPO at main beta).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from valueharms.io import conform, read_table, write_table
+from valueharms.judge.schema import STATUS_FAILED, STATUS_OK, STATUS_UNPARSED
+from valueharms.studyb import anthrobench as ab
+from valueharms.studyb import expression as ex
+from valueharms.studyb import qa_eval as qe
+from valueharms.studyb import refusal as rf
+from valueharms.studyb.extract import FAILED, NONE, OK, UNPARSED, normalise
+
+ISSUEBENCH, ADVBENCH, ANTHROBENCH = "issuebench", "advbench", "anthrobench"
+BENCHMARKS: tuple[str, ...] = (ISSUEBENCH, ADVBENCH, ANTHROBENCH)
+SETTINGS: tuple[str, ...] = ("none", "prompt", "train", "both")  # studyb.induction.SETTINGS
+UNINDUCED = frozenset({"none", "prompt"})  # the vanilla model: no method, no beta
+MAIN_METHOD, ORPO = "dpo", "orpo"
+KEYS = ["model_id", "condition"]
+JUDGMENT_KEYS = ["model_id", "condition", "prompt_id", "sample"]
+TOP_K = 5
+# AnthroBench frequencies count every judged response for every behaviour (the judge marks
+# all 14 in each answer), not only the answers to prompts probing that behaviour.
+ANTHRO_PROBED_ONLY = False
+
+_S, _F, _I = pa.string(), pa.float64(), pa.int64()
+SUBJECT_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("model", _S),
+    ("kind", _S),
+    ("setting", _S),
+    ("value", _S),
+    ("method", _S),
+    ("beta", _F),
+    ("temperature", _F),
+    ("model_id", _S),
+    ("condition", _S),
+]
+
+
+def _schema(*cols: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema([pa.field(n, t) for n, t in cols])
+
+
+TABLES: dict[str, pa.Schema] = {
+    "expression": _schema(
+        *SUBJECT_COLUMNS,
+        ("n", _I),
+        ("n_expressing", _I),
+        ("share", _F),
+        ("n_unparsed", _I),
+        ("n_failed", _I),
+    ),
+    "expression_summary": _schema(
+        ("model", _S),
+        ("kind", _S),
+        ("setting", _S),
+        ("mean", _F),
+        ("se", _F),
+        ("n_values", _I),
+    ),
+    "expression_by_beta": _schema(("value", _S), ("beta", _F), ("share", _F), ("n_models", _I)),
+    "top_values": _schema(
+        ("value", _S),
+        ("kind", _S),
+        ("rank", _I),
+        ("expressed", _S),
+        ("n_expressing", _I),
+        ("n", _I),
+        ("share", _F),
+    ),
+    "robustness_orpo": _schema(
+        ("model", _S),
+        ("value", _S),
+        ("setting", _S),
+        ("beta_dpo", _F),
+        ("beta_orpo", _F),
+        ("model_id_dpo", _S),
+        ("condition_dpo", _S),
+        ("model_id_orpo", _S),
+        ("condition_orpo", _S),
+        ("r", _F),
+        ("n_values", _I),
+    ),
+    "robustness_temperature": _schema(
+        ("model", _S),
+        ("value", _S),
+        ("setting", _S),
+        ("method", _S),
+        ("beta", _F),
+        ("temperature", _F),
+        ("reference_temperature", _F),
+        ("model_id", _S),
+        ("condition", _S),
+        ("model_id_ref", _S),
+        ("condition_ref", _S),
+        ("r", _F),
+        ("n_values", _I),
+    ),
+    "refusal": _schema(
+        *SUBJECT_COLUMNS,
+        ("n", _I),
+        ("n_ok", _I),
+        ("n_unparsed", _I),
+        ("n_failed", _I),
+        ("n_refusal", _I),
+        ("refusal_rate", _F),
+        ("vanilla_model_id", _S),
+        ("vanilla_condition", _S),
+        ("vanilla_rate", _F),
+        ("delta", _F),
+    ),
+    "refusal_by_value": _schema(
+        ("value", _S),
+        ("refusal_rate", _F),
+        ("vanilla_rate", _F),
+        ("delta", _F),
+        ("n_models", _I),
+    ),
+    "anthro": _schema(
+        *SUBJECT_COLUMNS,
+        ("level", _S),
+        ("name", _S),
+        ("group", _S),
+        ("n", _I),
+        ("n_present", _I),
+        ("frequency", _F),
+        ("n_unparsed", _I),
+        ("n_failed", _I),
+        ("vanilla_model_id", _S),
+        ("vanilla_condition", _S),
+        ("vanilla_frequency", _F),
+        ("n_vanilla", _I),
+        ("n_unparsed_vanilla", _I),
+        ("difference", _F),
+    ),
+    "anthro_by_value": _schema(
+        ("value", _S),
+        ("level", _S),
+        ("name", _S),
+        ("group", _S),
+        ("difference", _F),
+        ("n_models", _I),
+    ),
+    "qa": _schema(
+        ("model", _S),
+        ("adapter", _S),
+        ("value", _S),
+        ("method", _S),
+        ("beta", _F),
+        ("task", _S),
+        ("metric", _S),
+        ("filter", _S),
+        ("score", _F),
+        ("vanilla", _F),
+        ("delta", _F),
+    ),
+    "qa_summary": _schema(
+        ("model", _S),
+        ("method", _S),
+        ("beta", _F),
+        ("task", _S),
+        ("metric", _S),
+        ("filter", _S),
+        ("mean", _F),
+        ("std", _F),
+        ("n_adapters", _I),
+    ),
+    "failures": _schema(
+        ("benchmark", _S),
+        ("model_id", _S),
+        ("condition", _S),
+        ("judge", _S),
+        ("n", _I),
+        ("n_ok", _I),
+        ("n_unparsed", _I),
+        ("n_failed", _I),
+    ),
+}
+
+
+# ---------------------------------------------------------------- frame helpers
+
+
+def empty(name: str) -> pd.DataFrame:
+    """The empty table `name` with its declared columns and dtypes."""
+    return TABLES[name].empty_table().to_pandas()
+
+
+def finish(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """`df` as table `name`: its columns in schema order and types, exactly as read_table
+    gives it back from Parquet (so a table in memory and on disk compare equal)."""
+    schema = TABLES[name]
+    if df.empty:
+        return empty(name)
+    out = df.loc[:, schema.names].reset_index(drop=True)
+    for f in schema:
+        if pa.types.is_integer(f.type):
+            out[f.name] = out[f.name].astype("int64")
+        elif pa.types.is_floating(f.type):
+            out[f.name] = pd.to_numeric(out[f.name], errors="raise").astype("float64")
+        else:  # null, never the string "nan", where a string is missing
+            out[f.name] = out[f.name].astype(object).where(out[f.name].notna(), None)
+    return conform(out, schema).to_pandas()
+
+
+def _close(x: pd.Series, y: float) -> pd.Series:
+    return pd.Series(np.isclose(x.to_numpy(float), float(y)), index=x.index)
+
+
+def prepare_subjects(subjects: pd.DataFrame | Iterable[Mapping[str, Any]] | None) -> pd.DataFrame:
+    """The subject table with every contract column, values normalised, beta/temperature
+    as floats, and the none/prompt rows stripped of method and beta."""
+    cols = ["benchmark", *(c for c, _ in SUBJECT_COLUMNS)]
+    df = subjects.copy() if isinstance(subjects, pd.DataFrame) else pd.DataFrame(subjects or [])
+    if df.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"Study B subjects lack columns {missing}")
+    df = df[cols].astype({c: object for c in cols})
+    df["value"] = df["value"].map(normalise)
+    df["beta"] = pd.to_numeric(df["beta"]).astype(float)
+    df["temperature"] = pd.to_numeric(df["temperature"]).astype(float)
+    unind = df["setting"].isin(UNINDUCED)
+    df.loc[unind, "method"] = None
+    df.loc[unind, "beta"] = np.nan
+    return df.reset_index(drop=True)
+
+
+def _judgments(judgments: Mapping[str, pd.DataFrame] | None, benchmark: str) -> pd.DataFrame:
+    """One benchmark's judgments, each (subject, prompt, sample) once: the none setting's
+    rows may arrive once per target value, and must count once."""
+    j = (judgments or {}).get(benchmark)
+    if j is None or j.empty:
+        return pd.DataFrame(
+            columns=[*JUDGMENT_KEYS, "category", "axis", "judge", "status", "score", "label"]
+        )
+    bad = set(j["status"].dropna()) - {STATUS_OK, STATUS_UNPARSED, STATUS_FAILED}
+    if bad or j["status"].isna().any():
+        raise ValueError(f"{benchmark} judgments have unknown statuses {sorted(map(str, bad))}")
+    return j.drop_duplicates(JUDGMENT_KEYS).reset_index(drop=True)
+
+
+def main_rows(subj: pd.DataFrame, main_beta: float, default_temperature: float) -> pd.DataFrame:
+    """The rows of main-result subjects: DPO at main beta (none/prompt as they are) and
+    the default temperature; any table with setting, method, beta and temperature."""
+    induced = ~subj["setting"].isin(UNINDUCED)
+    keep = _close(subj["temperature"], default_temperature) & (
+        ~induced | ((subj["method"] == MAIN_METHOD) & _close(subj["beta"], main_beta))
+    )
+    return subj[keep]
+
+
+def _order_values(
+    df: pd.DataFrame, values: Sequence[str], extra: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Rows in config value order (unknown values after, by name), then by `extra`."""
+    rank = {v: i for i, v in enumerate(values)}
+    key = df["value"].map(lambda v: (rank.get(v, len(rank)), str(v)))
+    return (
+        df.assign(_k=key)
+        .sort_values(["_k", *extra], kind="stable")
+        .drop(columns="_k")
+        .reset_index(drop=True)
+    )
+
+
+# ---------------------------------------------------------------- value expression
+
+
+def expression_frame(judgments: pd.DataFrame) -> pd.DataFrame:
+    """IssueBench value-extractor judgments -> the table expression.value_frequencies reads.
+
+    Columns model_id, condition, prompt_id, sample, status (ok|none|unparsed|failed) and
+    values (a list, None unless extracted). An ok row with an empty label is the extractor's
+    `none`: extracted, with no value.
+    """
+    cols = [*JUDGMENT_KEYS, "status", "values"]
+    if judgments is None or judgments.empty:
+        return pd.DataFrame(columns=cols)
+    ok = judgments["status"] == STATUS_OK
+    labels = judgments["label"].astype(object).where(judgments["label"].notna(), "")
+    values = [
+        [v for v in str(lab).split(ab.SEP) if v] if is_ok else None
+        for lab, is_ok in zip(labels, ok, strict=True)
+    ]
+    status = np.select(
+        [ok & (labels == ""), ok, judgments["status"] == STATUS_UNPARSED],
+        [NONE, OK, UNPARSED],
+        FAILED,
+    )
+    out = judgments[JUDGMENT_KEYS].copy()
+    out["status"] = status
+    out["values"] = pd.Series(values, index=judgments.index, dtype=object)
+    return out.reset_index(drop=True)
+
+
+def _expression(subj: pd.DataFrame, ext: pd.DataFrame) -> pd.DataFrame:
+    if subj.empty:
+        return empty("expression")
+    freq = ex.target_frequencies(ext, subj.drop(columns="benchmark"))
+    return finish("expression", freq)
+
+
+def _expression_summary(
+    expr: pd.DataFrame, main_beta: float, default_temperature: float, values: Sequence[str]
+) -> pd.DataFrame:
+    t = main_rows(expr, main_beta, default_temperature)
+    if values:
+        t = t[t["value"].isin(values)]
+    if t.empty:
+        return empty("expression_summary")
+    out = ex.mean_se(t, by=("model", "kind", "setting"))
+    order = {s: i for i, s in enumerate(SETTINGS)}
+    out = out.assign(_s=out["setting"].map(order)).sort_values(["model", "_s"], kind="stable")
+    return finish("expression_summary", out)
+
+
+def _expression_by_beta(
+    expr: pd.DataFrame, default_temperature: float, values: Sequence[str]
+) -> pd.DataFrame:
+    t = expr[
+        (expr["setting"] == "both")
+        & (expr["method"] == MAIN_METHOD)
+        & _close(expr["temperature"], default_temperature)
+    ].dropna(subset=["share"])
+    if t.empty:
+        return empty("expression_by_beta")
+    g = t.groupby(["value", "beta"], sort=True)["share"]
+    out = pd.DataFrame({"share": g.mean(), "n_models": g.count()}).reset_index()
+    return finish("expression_by_beta", _order_values(out, values, ["beta"]))
+
+
+def _top_values(
+    ext: pd.DataFrame,
+    subj: pd.DataFrame,
+    main_beta: float,
+    default_temperature: float,
+    values: Sequence[str],
+) -> pd.DataFrame:
+    main = main_rows(subj, main_beta, default_temperature)
+    both = main[main["setting"] == "both"][["value", "kind", *KEYS]].drop_duplicates()
+    if both.empty or ext.empty:
+        return empty("top_values")
+    out = ex.top_values(ext, both, by=("value", "kind"), k=TOP_K)
+    return finish("top_values", _order_values(out, values, ["kind", "rank"]))
+
+
+def _robustness_orpo(
+    freqs: pd.DataFrame, subj: pd.DataFrame, main_beta: float, default_temperature: float
+) -> pd.DataFrame:
+    """Table 11: each ORPO subject (its beta is ORPO's lambda) against the DPO subject of the
+    same model, value and setting at main beta; default temperature for both."""
+    at_t = subj[_close(subj["temperature"], default_temperature)]
+    on = ["model", "value", "setting"]
+    orpo = at_t[at_t["method"] == ORPO]
+    dpo = at_t[(at_t["method"] == MAIN_METHOD) & _close(at_t["beta"], main_beta)]
+    pairs = orpo[[*on, "beta", *KEYS]].merge(
+        dpo[[*on, "beta", *KEYS]].drop_duplicates(on), on=on, suffixes=("_orpo", "_dpo")
+    )
+    if pairs.empty:
+        return empty("robustness_orpo")
+    pairs = pairs.rename(
+        columns={
+            "model_id_orpo": "model_id_a",
+            "condition_orpo": "condition_a",
+            "model_id_dpo": "model_id_b",
+            "condition_dpo": "condition_b",
+        }
+    )
+    out = ex.robustness_correlations(freqs, freqs, pairs).rename(
+        columns={
+            "model_id_a": "model_id_orpo",
+            "condition_a": "condition_orpo",
+            "model_id_b": "model_id_dpo",
+            "condition_b": "condition_dpo",
+        }
+    )
+    return finish("robustness_orpo", out.sort_values([*on, "beta_orpo"], kind="stable"))
+
+
+def _robustness_temperature(
+    freqs: pd.DataFrame, subj: pd.DataFrame, default_temperature: float
+) -> pd.DataFrame:
+    """Table 10: each subject at T != default against the same (model, value, setting,
+    method, beta) at the default temperature."""
+    on = ["model", "value", "setting", "_method", "_beta"]
+    # NaN and None never match in a merge: stand-ins for the vanilla model's missing keys.
+    s = subj.assign(_method=subj["method"].fillna(""), _beta=subj["beta"].fillna(-1.0))
+    ref_mask = _close(s["temperature"], default_temperature)
+    ref = s[ref_mask][[*on, *KEYS]].drop_duplicates(on)
+    other = s[~ref_mask]
+    pairs = other[[*on, "method", "beta", "temperature", *KEYS]].merge(
+        ref.rename(columns={"model_id": "model_id_b", "condition": "condition_b"}), on=on
+    )
+    if pairs.empty:
+        return empty("robustness_temperature")
+    pairs = pairs.rename(columns={"model_id": "model_id_a", "condition": "condition_a"})
+    out = ex.robustness_correlations(freqs, freqs, pairs).rename(
+        columns={
+            "model_id_a": "model_id",
+            "condition_a": "condition",
+            "model_id_b": "model_id_ref",
+            "condition_b": "condition_ref",
+        }
+    )
+    out["reference_temperature"] = float(default_temperature)
+    out = out.sort_values(["model", "setting", "temperature", "value"], kind="stable")
+    return finish("robustness_temperature", out)
+
+
+# ---------------------------------------------------------------- vanilla references
+
+
+def _vanilla_keys(subj: pd.DataFrame, default_temperature: float) -> pd.DataFrame:
+    """Per subject row: the (model_id, condition) of its model's none subject at the same
+    temperature, else at the default temperature (vanilla_model_id, vanilla_condition)."""
+    none = subj[subj["setting"] == "none"][["model", "temperature", *KEYS]]
+    none = none.drop_duplicates(["model", "temperature"])
+    same = subj[["model", "temperature"]].merge(none, on=["model", "temperature"], how="left")
+    dflt = none[_close(none["temperature"], default_temperature)].drop_duplicates("model")
+    fall = subj[["model"]].merge(dflt[["model", *KEYS]], on="model", how="left")
+    out = pd.DataFrame(index=subj.index)
+    for k in KEYS:
+        out[f"vanilla_{k}"] = same[k].fillna(fall[k]).to_numpy()
+    return out
+
+
+# ---------------------------------------------------------------- refusal
+
+RATE_COLUMNS = [*KEYS, "n", "n_ok", "n_unparsed", "n_failed", "n_refusal", "refusal_rate"]
+
+
+def _with_vanilla(subj: pd.DataFrame, default_temperature: float) -> pd.DataFrame:
+    """Subject rows (benchmark dropped) with their vanilla keys and their input position."""
+    s = subj.drop(columns="benchmark").reset_index(drop=True)
+    v = _vanilla_keys(s, default_temperature)
+    return pd.concat([s, v], axis=1).assign(_row=range(len(s)))
+
+
+def _refusal(subj: pd.DataFrame, judg: pd.DataFrame, default_temperature: float) -> pd.DataFrame:
+    if subj.empty:
+        return empty("refusal")
+    rates = rf.refusal_rates(judg) if len(judg) else pd.DataFrame(columns=RATE_COLUMNS)
+    s = _with_vanilla(subj, default_temperature)
+    parts = []
+    for (vmid, vcond), grp in s.groupby(["vanilla_model_id", "vanilla_condition"], dropna=False):
+        r = rates[rates["model_id"].isin([*grp["model_id"], vmid])]
+        if ((r["model_id"] == vmid) & (r["condition"] == vcond)).sum() == 1:
+            r = rf.refusal_delta(r, vmid, vcond)
+        else:  # the model's vanilla responses were not judged: no reference rate
+            r = r.assign(vanilla_rate=np.nan, delta=np.nan)
+        parts.append(grp.merge(r, on=KEYS, how="left"))
+    out = pd.concat(parts, ignore_index=True).sort_values("_row")
+    for c in ("n", "n_ok", "n_unparsed", "n_failed", "n_refusal"):
+        out[c] = out[c].fillna(0)
+    return finish("refusal", out)
+
+
+def _refusal_by_value(
+    ref: pd.DataFrame, main_beta: float, default_temperature: float, values: Sequence[str]
+) -> pd.DataFrame:
+    """Figure 5: per value, the mean over models of the both-setting refusal delta."""
+    t = main_rows(ref, main_beta, default_temperature)
+    t = t[t["setting"] == "both"].dropna(subset=["delta"])
+    if t.empty:
+        return empty("refusal_by_value")
+    g = t.groupby("value", sort=True)
+    out = pd.DataFrame(
+        {
+            "refusal_rate": g["refusal_rate"].mean(),
+            "vanilla_rate": g["vanilla_rate"].mean(),
+            "delta": g["delta"].mean(),
+            "n_models": g["model"].nunique(),
+        }
+    ).reset_index()
+    return finish("refusal_by_value", _order_values(out, values))
+
+
+# ---------------------------------------------------------------- anthropomorphism
+
+# Behaviours in Table 12 order, then the groups ("physical_embodiment" is both a behaviour
+# and a group, so the level is part of the key).
+_NAME_ORDER = {
+    k: i
+    for i, k in enumerate(
+        [*(("behaviour", b) for b in ab.BEHAVIOURS), *(("group", g) for g in ab.GROUPS)]
+    )
+}
+
+
+def _name_order(df: pd.DataFrame) -> pd.Series:
+    return pd.Series(
+        [_NAME_ORDER.get(k, len(_NAME_ORDER)) for k in zip(df["level"], df["name"], strict=True)],
+        index=df.index,
+    )
+
+
+def _anthro(subj: pd.DataFrame, judg: pd.DataFrame, default_temperature: float) -> pd.DataFrame:
+    if subj.empty or judg.empty:
+        return empty("anthro")
+    freqs = ab.behaviour_frequencies(judg, probed_only=ANTHRO_PROBED_ONLY)
+    s = _with_vanilla(subj, default_temperature)
+    parts = []
+    for (vmid, vcond), grp in s.groupby(["vanilla_model_id", "vanilla_condition"], dropna=False):
+        f = freqs[freqs["model_id"].isin([*grp["model_id"], vmid])]
+        if ((f["model_id"] == vmid) & (f["condition"] == vcond)).any():
+            f = ab.difference_vs_vanilla(f, vmid, vcond)
+        else:  # the model's vanilla responses were not judged: no reference frequency
+            f = f.assign(
+                vanilla_frequency=np.nan, n_vanilla=0, n_unparsed_vanilla=0, difference=np.nan
+            )
+        parts.append(grp.merge(f, on=KEYS))  # a subject without judged responses has no row
+    out = pd.concat(parts, ignore_index=True)
+    if out.empty:
+        return empty("anthro")
+    out = out.assign(_n=_name_order(out)).sort_values(["_row", "_n"], kind="stable")
+    return finish("anthro", out)
+
+
+def _anthro_by_value(
+    anth: pd.DataFrame, main_beta: float, default_temperature: float, values: Sequence[str]
+) -> pd.DataFrame:
+    """Figure 4: per value and behaviour (or group), the both-setting difference versus
+    vanilla "summed across all models"."""
+    t = main_rows(anth, main_beta, default_temperature)
+    t = t[t["setting"] == "both"].dropna(subset=["difference"])
+    if t.empty:
+        return empty("anthro_by_value")
+    g = t.groupby(["value", "level", "name", "group"], sort=False)
+    out = pd.DataFrame(
+        {"difference": g["difference"].sum(), "n_models": g["model"].nunique()}
+    ).reset_index()
+    out = out.assign(_n=_name_order(out)).sort_values("_n", kind="stable")
+    return finish("anthro_by_value", _order_values(out, values))
+
+
+# ---------------------------------------------------------------- QA
+
+QA_SUBJECT_COLUMNS = ["model", "model_id", "value", "method", "beta"]
+
+
+def _qa(qa: pd.DataFrame | None, qa_subjects: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per adapter deltas versus vanilla (qa_eval.qa_deltas) with the adapter's value,
+    method and beta; Table 8 (qa_eval.qa_delta_summary) per method and beta."""
+    if qa is None or qa.empty:
+        return empty("qa"), empty("qa_summary")
+    d = qe.qa_deltas(qa.drop_duplicates()).rename(columns={"value": "score"})
+    qs = qa_subjects if isinstance(qa_subjects, pd.DataFrame) else pd.DataFrame(qa_subjects or [])
+    qs = qs.reindex(columns=QA_SUBJECT_COLUMNS).astype(object)
+    qs = qs.assign(
+        value=qs["value"].map(lambda v: normalise(v) if isinstance(v, str) else None),
+        beta=pd.to_numeric(qs["beta"]).astype(float),
+    ).rename(columns={"model_id": "adapter"})
+    d = d.merge(qs.drop_duplicates(["model", "adapter"]), on=["model", "adapter"], how="left")
+    table = finish("qa", d.sort_values(["model", "adapter", "task", "metric", "filter"]))
+    # An adapter missing from qa_subjects stays a group of its own (method None, beta NaN).
+    g = table.assign(_m=table["method"].fillna(""), _b=table["beta"].fillna(-1.0))
+    parts = [
+        qe.qa_delta_summary(sub.drop(columns="value").rename(columns={"score": "value"})).assign(
+            method=m or None, beta=np.nan if b == -1.0 else b
+        )
+        for (m, b), sub in g.groupby(["_m", "_b"], sort=True)
+    ]
+    return table, finish("qa_summary", pd.concat(parts, ignore_index=True))
+
+
+# ---------------------------------------------------------------- failures
+
+
+def _failures(subj: pd.DataFrame, judgments: Mapping[str, pd.DataFrame] | None) -> pd.DataFrame:
+    """Per benchmark and subject: rows, ok, unparsed, failed, and the judge(s) named in the
+    rows. A planned subject without any row shows n = 0 (judge None)."""
+    counts = ["n", "n_ok", "n_unparsed", "n_failed"]
+    parts = []
+    for b in sorted(set(BENCHMARKS) | set(judgments or {})):
+        j = _judgments(judgments, b)
+        planned = subj[subj["benchmark"] == b][KEYS].drop_duplicates()
+        if len(j):
+            st = j["status"]
+            flags = j[KEYS].assign(
+                n=1,
+                n_ok=(st == STATUS_OK).astype(int),
+                n_unparsed=(st == STATUS_UNPARSED).astype(int),
+                n_failed=(st == STATUS_FAILED).astype(int),
+            )
+            got = flags.groupby(KEYS, sort=True).sum()
+            got["judge"] = j.groupby(KEYS, sort=True)["judge"].agg(
+                lambda x: "; ".join(sorted(set(map(str, x.dropna()))))
+            )
+            planned = planned.merge(got.reset_index(), on=KEYS, how="outer")
+        elif planned.empty:
+            continue
+        planned = planned.reindex(columns=[*KEYS, *counts, "judge"])
+        planned[counts] = planned[counts].fillna(0)
+        parts.append(planned.assign(benchmark=b).sort_values(KEYS))
+    if not parts:
+        return empty("failures")
+    return finish("failures", pd.concat(parts, ignore_index=True))
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def build_tables(
+    subjects: pd.DataFrame | Iterable[Mapping[str, Any]] | None,
+    judgments: Mapping[str, pd.DataFrame] | None,
+    qa: pd.DataFrame | None,
+    qa_subjects: pd.DataFrame | Iterable[Mapping[str, Any]] | None,
+    main_beta: float,
+    values: Sequence[str],
+    default_temperature: float = 0.7,
+) -> dict[str, pd.DataFrame]:
+    """Every table of TABLES (module docstring), in TABLES order."""
+    subj = prepare_subjects(subjects)
+    vals = [normalise(v) for v in values]
+    beta, temp = float(main_beta), float(default_temperature)
+    of = {b: subj[subj["benchmark"] == b] for b in BENCHMARKS}
+
+    ext = expression_frame(_judgments(judgments, ISSUEBENCH))
+    freqs = ex.value_frequencies(ext)
+    expr = _expression(of[ISSUEBENCH], ext)
+    ref = _refusal(of[ADVBENCH], _judgments(judgments, ADVBENCH), temp)
+    anth = _anthro(of[ANTHROBENCH], _judgments(judgments, ANTHROBENCH), temp)
+    qa_table, qa_summary = _qa(qa, qa_subjects)
+    out = {
+        "expression": expr,
+        "expression_summary": _expression_summary(expr, beta, temp, vals),
+        "expression_by_beta": _expression_by_beta(expr, temp, vals),
+        "top_values": _top_values(ext, of[ISSUEBENCH], beta, temp, vals),
+        "robustness_orpo": _robustness_orpo(freqs, of[ISSUEBENCH], beta, temp),
+        "robustness_temperature": _robustness_temperature(freqs, of[ISSUEBENCH], temp),
+        "refusal": ref,
+        "refusal_by_value": _refusal_by_value(ref, beta, temp, vals),
+        "anthro": anth,
+        "anthro_by_value": _anthro_by_value(anth, beta, temp, vals),
+        "qa": qa_table,
+        "qa_summary": qa_summary,
+        "failures": _failures(subj, judgments),
+    }
+    assert list(out) == list(TABLES), "every declared table, in order"
+    return out
+
+
+def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike[str]) -> list[str]:
+    """Write every table of TABLES to <out_dir>/<name>.parquet (schema-checked, atomic)."""
+    missing = [n for n in TABLES if n not in tables]
+    if missing:
+        raise ValueError(f"Study B tables missing: {missing}")
+    paths = []
+    for name, schema in TABLES.items():
+        paths.append(str(Path(out_dir) / f"{name}.parquet"))
+        write_table(paths[-1], tables[name], schema)
+    return paths
+
+
+def read_tables(paths: Iterable[str | os.PathLike[str]]) -> dict[str, pd.DataFrame]:
+    """The tables written by write_tables, each read with its declared schema; the file stem
+    names the table, and every name of TABLES must be there exactly once."""
+    tables: dict[str, pd.DataFrame] = {}
+    for p in paths:
+        name = Path(p).name.removesuffix(".parquet")
+        if name not in TABLES:
+            raise ValueError(f"{p}: not a Study B table (known: {', '.join(TABLES)})")
+        if name in tables:
+            raise ValueError(f"{p}: Study B table {name!r} given twice")
+        tables[name] = read_table(p, TABLES[name])
+    missing = [n for n in TABLES if n not in tables]
+    if missing:
+        raise ValueError(f"Study B tables missing: {missing}")
+    return {n: tables[n] for n in TABLES}
