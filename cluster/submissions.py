@@ -8,6 +8,8 @@ Runs Snakemake's dry run (`-n`) with the given arguments. With a cluster executo
 profile's `executor: slurm`) the dry run prints each group job with its jobs, so the
 groups and group-components of the profile count; its "Job stats" table only gives jobs
 per rule. This reads the printed plan. It needs no cluster: the dry run submits nothing.
+A dry run does not say which jobs run inside Snakemake, so the local rules (`localrule:
+True` or `localrules:`) are read from the workflow's files in the working directory.
 tests/test_slurm.py checks its count against the jobs a live SLURM cluster received.
 """
 
@@ -18,12 +20,31 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 GROUP = re.compile(r"Group job (\S+) \(jobs in lexicogr\. order\):")
 RULE = re.compile(r"^(\s*)(local)?rule (\w+):")
 
 
-def parse(plan: str) -> dict:
+def local_rules(workdir: str | Path = ".") -> set[str]:
+    """Rules of the Snakefile and rules/*.smk that run inside Snakemake (never submitted)."""
+    found: set[str] = set()
+    files = [Path(workdir) / "Snakefile", *sorted((Path(workdir) / "rules").glob("*.smk"))]
+    for f in files:
+        if not f.is_file():
+            continue
+        text = f.read_text()
+        for m in re.finditer(r"^localrules:\s*(.+)$", text, flags=re.M):
+            found |= {r.strip() for r in m.group(1).split(",") if r.strip()}
+        # `rule X:` up to the next rule: a `localrule: True` directive in between
+        for m in re.finditer(r"^\s*rule (\w+):(.*?)(?=^\s*(?:rule|checkpoint) \w+:|\Z)", text,
+                             flags=re.M | re.S):  # fmt: skip
+            if re.search(r"^\s*localrule:\s*True\s*$", m.group(2), flags=re.M):
+                found.add(m.group(1))
+    return found
+
+
+def parse(plan: str, local: set[str] | frozenset[str] = frozenset()) -> dict:
     """The dry run's printed plan -> jobs per rule, submissions per rule or group."""
     jobs: list[list] = []  # [rule, group or None, has output]
     group_jobs: Counter[str] = Counter()
@@ -33,9 +54,9 @@ def parse(plan: str) -> dict:
             group = m.group(1)
             group_jobs[group] += 1
         elif m := RULE.match(line):
-            indent, local, rule = m.groups()
+            indent, is_local, rule = m.groups()
             group = group if indent else None
-            jobs.append([rule, group, False, bool(local)])
+            jobs.append([rule, group, False, bool(is_local) or rule in local])
         elif jobs and line.strip().startswith("output:"):
             jobs[-1][2] = True
     # A job without output (the target rule `all`) runs in the main Snakemake process.
@@ -79,7 +100,7 @@ def run(args: list[str]) -> dict:
     if out.returncode != 0:
         sys.stderr.write(out.stdout + out.stderr)
         sys.exit(f"submissions.py: the dry run failed (exit {out.returncode})")
-    return parse(out.stdout + out.stderr)
+    return parse(out.stdout + out.stderr, local_rules())
 
 
 if __name__ == "__main__":

@@ -65,5 +65,6 @@ def test_gradient_accumulation_gives_the_same_update(tiny_model_dir, tmp_path) -
         assert any((ref[k] != 0).any() for k in ref if "lora_B" in k)  # it did train
         a, b = json.loads((acc / "train_log.json").read_text()), json.loads(ref_log)
         for ha, hb in zip(a["history"], b["history"], strict=True):
-            assert ha["train_loss"] == pytest.approx(hb["train_loss"], abs=1e-6)
-            assert ha["valid_loss"] == pytest.approx(hb["valid_loss"], abs=1e-6)
+            # fp32 sums in another order: equal to float precision (the losses are ~12)
+            assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-6)
+            assert ha["valid_loss"] == pytest.approx(hb["valid_loss"], rel=1e-6)

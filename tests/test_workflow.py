@@ -103,7 +103,11 @@ def test_study_a_dry_run_lists_every_job(wf: Path) -> None:
 def test_one_target_builds_only_what_it_needs(wf: Path) -> None:
     target = "results/judgments/hexphi/smollm2-135m/vim/Ach/plain.parquet"
     # One subject per job: the target's own chain and nothing else.
-    out = smk(wf, "-n", target, "--config", "generation={subjects_per_job: 1}")
+    cfg = yaml.safe_load((wf / "config" / "demo.yaml").read_text())
+    (wf / "config" / "one_per_job.yaml").write_text(
+        yaml.safe_dump({**cfg, "generation": {"subjects_per_job": 1}})
+    )
+    out = smk(wf, "-n", "--configfile", "config/one_per_job.yaml", "--", target)
     assert out.returncode == 0, out.stderr + out.stdout
     c = job_counts(out.stdout)
     assert c == Counter(
@@ -335,6 +339,8 @@ def test_demo_with_an_api_judge_pays_each_call_once(demo: Path) -> None:
                 "api-judge": {"source": "api", "name": "judge-7b", "base_url": mock.base_url},
             },
             "judges": {"llm": {"model": "api-judge", "mode": "generate"}},
+            # Study B's judge (judges.llm.model when unset) stays the local choice judge.
+            "studyb": {"judge": {"model": "smollm2-135m"}},
         }
         (demo / "config/api_judge.yaml").write_text(yaml.safe_dump(cfg))
         args = ["--profile", "profiles/local", "--configfile", "config/demo.yaml"]
