@@ -156,6 +156,7 @@ rule benchmark_prompts:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
     params:
+        name=lambda w: w.benchmark,
         n=lambda w: config["benchmarks"][w.benchmark]["n_prompts"],
         mode=lambda w: config["benchmarks"][w.benchmark]["subsample"],
         seed=config["benchmarks"]["seed"],
@@ -210,13 +211,14 @@ rule advbench_prompts:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
     params:
+        name="advbench",
         n=config["benchmarks"]["advbench"]["n_prompts"],
         mode=config["benchmarks"]["advbench"]["subsample"],
         seed=config["benchmarks"]["seed"],
         expected_rows=_expected_rows("advbench", config),
         code=code("data.benchmarks", "data.steps"),
     script:
-        "../scripts/advbench_prompts.py"
+        "../scripts/benchmark_prompts.py"
 
 
 # Example counts of every distribution's VIM table, computed in one job from the same

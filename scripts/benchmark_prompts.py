@@ -4,7 +4,7 @@ from valueharms.runner import logged
 smk = snakemake  # noqa: F821
 with logged(smk):
     steps.benchmark_prompts(
-        smk.wildcards.benchmark,
+        smk.params.name,
         smk.input[0],
         smk.params.n,
         smk.params.mode,

@@ -397,23 +397,16 @@ def _robustness_orpo(
     )
     if pairs.empty:
         return empty("robustness_orpo")
-    pairs = pairs.rename(
-        columns={
-            "model_id_orpo": "model_id_a",
-            "condition_orpo": "condition_a",
-            "model_id_dpo": "model_id_b",
-            "condition_dpo": "condition_b",
-        }
-    )
-    out = ex.robustness_correlations(freqs, freqs, pairs).rename(
-        columns={
-            "model_id_a": "model_id_orpo",
-            "condition_a": "condition_orpo",
-            "model_id_b": "model_id_dpo",
-            "condition_b": "condition_dpo",
-        }
-    )
+    out = _paired_r(freqs, pairs, "_orpo", "_dpo")
     return finish("robustness_orpo", out.sort_values([*on, "beta_orpo"], kind="stable"))
+
+
+def _paired_r(freqs: pd.DataFrame, pairs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """expression.robustness_correlations on `pairs` whose subjects' keys are named
+    model_id<a>, condition<a> and model_id<b>, condition<b> (kept so in the result)."""
+    to_ab = {f"{k}{x}": f"{k}_{y}" for k in KEYS for x, y in ((a, "a"), (b, "b"))}
+    out = ex.robustness_correlations(freqs, freqs, pairs.rename(columns=to_ab))
+    return out.rename(columns={v: k for k, v in to_ab.items()})
 
 
 def _robustness_temperature(
@@ -428,19 +421,11 @@ def _robustness_temperature(
     ref = s[ref_mask][[*on, *KEYS]].drop_duplicates(on)
     other = s[~ref_mask]
     pairs = other[[*on, "method", "beta", "temperature", *KEYS]].merge(
-        ref.rename(columns={"model_id": "model_id_b", "condition": "condition_b"}), on=on
+        ref.rename(columns={"model_id": "model_id_ref", "condition": "condition_ref"}), on=on
     )
     if pairs.empty:
         return empty("robustness_temperature")
-    pairs = pairs.rename(columns={"model_id": "model_id_a", "condition": "condition_a"})
-    out = ex.robustness_correlations(freqs, freqs, pairs).rename(
-        columns={
-            "model_id_a": "model_id",
-            "condition_a": "condition",
-            "model_id_b": "model_id_ref",
-            "condition_b": "condition_ref",
-        }
-    )
+    out = _paired_r(freqs, pairs, "", "_ref")
     out["reference_temperature"] = float(default_temperature)
     out = out.sort_values(["model", "setting", "temperature", "value"], kind="stable")
     return finish("robustness_temperature", out)
