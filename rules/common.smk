@@ -9,7 +9,7 @@ from valueharms import mitigation, plan
 from valueharms.config import ConfigError, load_yaml, validate
 from valueharms.data.sources import DataError, resolve
 from valueharms.hashing import code_hash, sha256_json
-from valueharms.judge.run import judge_name_for
+from valueharms.judge.run import judge_name_for, llm_judge_name
 from valueharms.studyb import induction
 from valueharms.studyb import plan as sbplan
 
@@ -171,7 +171,7 @@ def subject_table():
 
 
 def subject_path(stage, benchmark, s):
-    return f"results/{stage}/{benchmark}/{s.model_id}/{s.condition}.parquet"
+    return plan.subject_file(stage, benchmark, s.model_id, s.condition)
 
 
 # ---------------------------------------------------------------- job groups
@@ -180,22 +180,16 @@ def subject_path(stage, benchmark, s):
 # group rides on it. Each group writes results/groups/<stage>/<benchmark>/<group>.parquet;
 # one local job per subject cuts its rows out to results/<stage>/<benchmark>/<model>/
 # <condition>.parquet, the per-subject files every later stage reads.
-GEN_ITEMS = plan.generation_items(SUBJECTS, BENCHMARKS, PVQ_SUBJECTS, MIT_RUNS)
-GEN_ITEMS += sbplan.eval_items(SBP.eval)
+SB_ITEMS = sbplan.eval_items(SBP.eval)
+GEN_ITEMS = (
+    plan.generation_items(SUBJECTS, BENCHMARKS, PVQ_SUBJECTS, MIT_RUNS) + SB_ITEMS
+)
 # Study B subjects by (benchmark, model_id, condition): their induction settings.
 SB_SUBJECT_OF = {}
 for _s in SBP.eval:
     SB_SUBJECT_OF.setdefault((_s.benchmark, _s.model_id, _s.condition), _s)
-
-
-def build_groups():
-    """Group tables of every item planned so far (Study B adds its items first)."""
-    global GROUPS, GROUP_OF
-    GROUPS = plan.group_items(GEN_ITEMS, config["generation"]["subjects_per_job"])
-    GROUP_OF = plan.group_index(GROUPS)
-
-
-build_groups()
+GROUPS = plan.group_items(GEN_ITEMS, config["generation"]["subjects_per_job"])
+GROUP_OF = plan.group_index(GROUPS)
 
 
 def group_of(w):
@@ -203,7 +197,7 @@ def group_of(w):
     key = (w.benchmark, w.model, w.condition)
     if key in GROUP_OF:
         return GROUP_OF[key]
-    if MIT_FROM_CORRELATIONS and w.benchmark == "hexphi" and is_mitigation(w):
+    if MIT_FROM_CORRELATIONS and is_mitigation(w):
         return plan.single_group(w.model, w.condition)  # known after the correlations
     raise ValueError(
         f"valueharms: no subject {w.model} / {w.condition} on {w.benchmark} in this config"
@@ -240,12 +234,9 @@ MIT_FROM_CORRELATIONS = config["mitigation"]["pairs_from"] == "correlations"
 MIT_PAIRS_FILE = "results/stats/mitigation_pairs.json"
 
 
-def is_mitigation(w):
-    return w.benchmark == "hexphi" and w.condition.startswith(mitigation.PREFIX)
-
-
-def is_mitigation_item(it):
-    return it.benchmark == "hexphi" and it.condition.startswith(mitigation.PREFIX)
+def is_mitigation(x):
+    """Whether wildcards (or a plan.GenItem) name a mitigation run: HEx-PHI, mit-*."""
+    return x.benchmark == "hexphi" and x.condition.startswith(mitigation.PREFIX)
 
 
 def mitigation_templates():
@@ -281,9 +272,9 @@ def member_params(it):
             m["temperature"] = sb.temperature
     elif it.condition.startswith("icl-"):
         m["icl"] = distribution_file(it.condition.removeprefix("icl-"))
-    elif is_mitigation_item(it) and MIT_FROM_CORRELATIONS:
+    elif is_mitigation(it) and MIT_FROM_CORRELATIONS:
         m["pairs"] = True
-    elif is_mitigation_item(it):
+    elif is_mitigation(it):
         r = mitigation.find_run(MIT_RUNS, it.model_id, it.condition)
         m["system"] = mitigation.system_prompt(
             r["setting"], r["value"], mitigation_templates()
@@ -328,7 +319,7 @@ def current_mitigation_runs():
 
 def mitigation_judgments(w):
     return [
-        f"results/judgments/hexphi/{r['model_id']}/{r['condition']}.parquet"
+        plan.subject_file("judgments", "hexphi", r["model_id"], r["condition"])
         for r in current_mitigation_runs()
     ]
 
@@ -361,22 +352,23 @@ GENERATE_ENV = "../envs/generate{}.yaml".format(
 )
 
 
+SB_JUDGE_KEYS = ("backend", "mode", "max_new_tokens", "temperature", "batch_size")
+
+
 def judge_settings(benchmark):
     """The judge's settings block (a param of the judge jobs: changing it reruns them)."""
     kind = judge_kind(benchmark)
     if kind == "values":
-        keep = ("backend", "mode", "max_new_tokens", "temperature", "batch_size")
         return {
-            **{k: SB["extract"][k] for k in keep},
+            **{k: SB["extract"][k] for k in SB_JUDGE_KEYS},
             "model": SBP.extract_model,
             "values": list(SBP.values.values()),
             "synonyms": SB["extract"]["synonyms"],
             "seed": SB["seed"],
         }
     if kind in ("refusal", "anthro"):
-        keep = ("backend", "mode", "max_new_tokens", "temperature", "batch_size")
         return {
-            **{k: SB["judge"][k] for k in keep},
+            **{k: SB["judge"][k] for k in SB_JUDGE_KEYS},
             "model": SBP.judge_model,
             "seed": SB["seed"],
         }
@@ -430,7 +422,7 @@ def judge_name(benchmark):
     if benchmark not in SB_JUDGE_KIND:
         return JUDGE_NAMES[benchmark]
     js = judge_settings(benchmark)
-    return f"llm:{js['model']}" + (" (choice)" if js["mode"] == "choice" else "")
+    return llm_judge_name(js["model"], js["mode"])
 
 
 def judge_code(benchmark):

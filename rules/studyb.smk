@@ -18,7 +18,6 @@ SB_EXTRACT_INPUT = sbplan.base_input(config, SBP.extract_model)
 SB_VERIFY_INPUT = sbplan.base_input(config, SBP.verify_model)
 
 
-SB_ITEMS = sbplan.eval_items(SBP.eval)
 # Study B's tables (valueharms.studyb.results.TABLES), when its evaluation is on.
 SB_TABLES = (
     [f"{SB_RESULTS}/metrics/{name}.parquet" for name in sbresults.TABLES]

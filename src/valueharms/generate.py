@@ -117,17 +117,18 @@ def generate_members(
     adapters (and equal prompts pad alike). Failures are kept as failed rows; rows come
     out member by member, in `members` order.
     """
+    own = [(_member_prompts(prompts, m), _member_sampling(sampling, m)) for m in members]
     per_member = [
         build_requests(
-            _member_prompts(prompts, m),
+            rows,
             template,
-            _member_sampling(sampling, m),
+            samp,
             m.system,
             m.adapter,
             key_prefix=f"{i}|" if len(members) > 1 else "",  # join keys unique per job
             chat_template=m.chat_template,
         )
-        for i, m in enumerate(members)
+        for i, (m, (rows, samp)) in enumerate(zip(members, own, strict=True))
     ]
     longest = max((len(r) for r in per_member), default=0)
     order = [r[j] for j in range(longest) for r in per_member if j < len(r)]
@@ -136,12 +137,11 @@ def generate_members(
         answers = cached_generate(backend, order, cache, batch_size, progress=bar.update)
     by_key = {r.key: a for r, a in zip(order, answers, strict=True)}
     rows = []
-    for m, reqs in zip(members, per_member, strict=True):
+    for m, (member_rows, samp), reqs in zip(members, own, per_member, strict=True):
         revision = backend.identity(m.adapter)["revision"]
-        n = _member_sampling(sampling, m).n
-        for row, req in zip(_member_prompts(prompts, m).itertuples(index=False), reqs, strict=True):
+        for row, req in zip(member_rows.itertuples(index=False), reqs, strict=True):
             resp = by_key[req.key]
-            texts = resp.texts if resp.status == STATUS_OK else [None] * n
+            texts = resp.texts if resp.status == STATUS_OK else [None] * samp.n
             for i, text in enumerate(texts):
                 if text is not None and stop_at_sentence:
                     text = first_sentence(text.lstrip("\n").split("\n")[0])

@@ -320,9 +320,13 @@ def split_single_group(group: str) -> tuple[str, str]:
     return model_id, condition
 
 
-def item_path(stage: str, it: GenItem) -> str:
+def subject_file(stage: str, benchmark: str, model_id: str, condition: str) -> str:
     """A subject's own file of a stage (generations, judgments) on a benchmark."""
-    return f"{RESULTS}/{stage}/{it.benchmark}/{it.model_id}/{it.condition}.parquet"
+    return f"{RESULTS}/{stage}/{benchmark}/{model_id}/{condition}.parquet"
+
+
+def item_path(stage: str, it: GenItem) -> str:
+    return subject_file(stage, it.benchmark, it.model_id, it.condition)
 
 
 def group_path(stage: str, benchmark: str, group: str) -> str:

@@ -247,4 +247,9 @@ def judge_name_for(benchmark: str, judges_cfg: dict[str, Any]) -> str:
     if benchmark == "holisticbiasr" and regard.get("kind") == "hf_classifier":
         return f"hf:{regard['path']}"
     llm = judges_cfg["llm"]
-    return f"llm:{llm['model']}" + (" (choice)" if llm.get("mode") == "choice" else "")
+    return llm_judge_name(llm["model"], llm.get("mode", "generate"))
+
+
+def llm_judge_name(model: str, mode: str) -> str:
+    """An LLM judge's name in the report: its model, and whether it picked by likelihood."""
+    return f"llm:{model}" + (" (choice)" if mode == "choice" else "")

@@ -221,13 +221,15 @@ def datasets(config: dict[str, Any], download_dir: str) -> dict[str, tuple[str, 
     A configured path that does not exist fails with the message that names the key,
     the expected file, the upstream dataset, its licence and its download address.
     """
-    out = {}
-    for name in config["studyb"]["sources"]:
-        over = (config.get("datasets") or {}).get(name) or {}
-        if over.get("path"):
-            require_file(name, over["path"])
-        out[name] = resolve(name, config, download_dir)
-    return out
+    return {name: dataset(config, name, download_dir) for name in config["studyb"]["sources"]}
+
+
+def dataset(config: dict[str, Any], name: str, download_dir: str) -> tuple[str, bool]:
+    """(path, needs_download) of one dataset; a configured path must exist."""
+    over = (config.get("datasets") or {}).get(name) or {}
+    if over.get("path"):
+        require_file(name, over["path"])
+    return resolve(name, config, download_dir)
 
 
 def step_code(*names: str) -> str:
@@ -264,7 +266,13 @@ class EvalSubject:
     model_id: str
     condition: str
     chat_template: bool
-    prompted: bool  # the value's induction prompt is the system text
+
+    @property
+    def prompted(self) -> bool:
+        """Whether the value's induction prompt is the system text (prompt, both)."""
+        from valueharms.studyb.induction import PROMPTED
+
+        return self.setting in PROMPTED
 
     def row(self) -> dict[str, Any]:
         """The subjects-table row (valueharms.studyb.results)."""
@@ -352,7 +360,6 @@ def eval_subjects(config: dict[str, Any]) -> list[EvalSubject]:
                 s.model_id,
                 cond,
                 s.chat_template,
-                setting in ("prompt", "both"),
             )
         )
 
@@ -498,7 +505,7 @@ def build(config: dict[str, Any], download_dir: str) -> Plan:
             )
     data = datasets(config, download_dir)
     for b in dict.fromkeys(x.benchmark for x in subjects):
-        data[b] = eval_dataset(config, b)
+        data[b] = eval_dataset(config, b, download_dir)
     return Plan(
         enabled=True,
         sources=list(sb["sources"]),
@@ -515,12 +522,10 @@ def build(config: dict[str, Any], download_dir: str) -> Plan:
     )
 
 
-def eval_dataset(config: dict[str, Any], name: str) -> tuple[str, bool]:
+def eval_dataset(config: dict[str, Any], name: str, download_dir: str) -> tuple[str, bool]:
     """(path, needs_download) of an evaluation benchmark's file; IssueBench's templates file
     must exist too when set. A DataError names the config key and where to get the file."""
     over = (config.get("datasets") or {}).get(name) or {}
-    if over.get("path"):
-        require_file(name, over["path"])
     if name == "issuebench" and over.get("templates_path"):
         from valueharms.data.sources import DataError
         from valueharms.studyb.issuebench import HOW_TO_GET
@@ -530,4 +535,4 @@ def eval_dataset(config: dict[str, Any], name: str) -> tuple[str, bool]:
                 f"datasets.issuebench.templates_path: file not found: "
                 f"{over['templates_path']}; {HOW_TO_GET}"
             )
-    return resolve(name, config, download_dir="results/data/raw")
+    return dataset(config, name, download_dir)
