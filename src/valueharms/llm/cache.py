@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,30 +52,43 @@ def cached_generate(
 ) -> list[Response]:
     """Answer `requests`, calling the backend only for those not in the cache.
 
-    Answers are stored batch by batch, so a killed job loses at most one batch.
+    Requests with the same cache key reach the backend once per call (the first in
+    order); every duplicate gets a copy of that answer under its own `key`, failures
+    included. Answers are stored batch by batch, so a killed job loses at most one batch.
     Failed calls are returned as failures and never cached. A backend may set its own
     `chunk_size` (the Batch API wants every request in one call).
     """
     batch_size = getattr(backend, "chunk_size", None) or batch_size
-    out: dict[str, Response] = {}
-    todo: list[tuple[str, Request]] = []
-    for req in requests:
+    out: list[Response | None] = [None] * len(requests)
+    todo: list[tuple[str, Request]] = []  # one per distinct uncached key, first in order
+    waiting: dict[str, list[int]] = {}  # uncached key -> positions of all its requests
+    for i, req in enumerate(requests):
         key = cache_key(backend.identity(req.adapter), req)
+        if key in waiting:
+            waiting[key].append(i)
+            continue
         texts = cache.get(key)
         if texts is None:
             todo.append((key, req))
+            waiting[key] = [i]
         else:
-            out[req.key] = Response(req.key, texts, cached=True)
+            out[i] = Response(req.key, texts, cached=True)
     cache.hits += len(requests) - len(todo)
     cache.misses += len(todo)
-    if progress and len(out):
-        progress(len(out))
+    n_ready = len(requests) - sum(len(v) for v in waiting.values())
+    if progress and n_ready:
+        progress(n_ready)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
+        done = 0
         for (key, req), resp in zip(chunk, backend.generate([r for _, r in chunk]), strict=True):
             if resp.status == STATUS_OK:
                 cache.put(key, resp.texts, {"identity": backend.identity(req.adapter)})
-            out[req.key] = resp
+            for i in waiting[key]:
+                out[i] = replace(resp, key=requests[i].key, texts=list(resp.texts))
+            done += len(waiting[key])
         if progress:
-            progress(len(chunk))
-    return [out[r.key] for r in requests]
+            progress(done)
+    answered = [r for r in out if r is not None]
+    assert len(answered) == len(requests)
+    return answered
