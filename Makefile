@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with Python >= 3.11 and pip:
 #   make demo   creates .venv, installs, prepares the embedded model, runs Study A's demo
 #   make test   the test suite (what CI runs)
+#   make test-fast   the tests that load no model and start no snakemake (the edit loop)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -11,7 +12,7 @@ VLLM_VENV  ?= .venv-vllm
 VLLM_BIN   := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell cat constraints-vllm.txt | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint format clean vllm-env
+.PHONY: setup demo test test-fast lint format clean vllm-env
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "== installing into $(VENV) (one time)"
@@ -52,6 +53,11 @@ demo: $(STAMP)
 test: $(STAMP) $(VLLM_STAMP)
 	VALUEHARMS_VLLM_PYTHON=$(abspath $(VLLM_BIN))/python VALUEHARMS_REQUIRE_VLLM=1 \
 		$(BIN)/python -m pytest
+
+# The edit loop: no model built or loaded, no snakemake, no vLLM (the `slow` marker,
+# set in tests/conftest.py); `make test` runs everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts bench cluster

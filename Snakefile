@@ -7,7 +7,7 @@ include: "rules/common.smk"
 
 
 wildcard_constraints:
-    benchmark="|".join((*plan.BENCHMARKS, plan.PVQ, *sbplan.EVAL_BENCHMARKS)),
+    benchmark="|".join(benchmarks.names()),
     condition="[A-Za-z0-9_.+-]+",
     dist="[A-Za-z0-9_.+-]+",
     base="[A-Za-z0-9_.-]+",

@@ -53,7 +53,7 @@ rule ess_scores:
     params:
         reverse_code=config["distributions"]["realistic"]["reverse_code"],
         expected_rows=_expected_rows("ess", config),
-        code=code("data.distributions", "data.steps"),
+        code=code("scripts/ess_scores.py"),
     script:
         "../scripts/ess_scores.py"
 
@@ -79,7 +79,7 @@ rule distribution:
         runtime=res("data", "runtime"),
     params:
         spec=lambda w: DISTS[w.dist],
-        code=code("data.distributions", "data.steps"),
+        code=code("scripts/distribution.py"),
     script:
         "../scripts/distribution.py"
 
@@ -103,7 +103,7 @@ rule distributions:
         runtime=res("data", "runtime"),
     params:
         specs=DISTS,
-        code=code("data.distributions", "data.steps"),
+        code=code("scripts/distributions_table.py"),
     script:
         "../scripts/distributions_table.py"
 
@@ -134,7 +134,7 @@ rule vim_examples:
         threshold=config["vim"]["threshold"],
         strategy=config["vim"]["strategy"],
         seed=config["vim"]["seed"],
-        code=code("data.vim", "data.steps"),
+        code=code("scripts/vim_examples.py"),
     script:
         "../scripts/vim_examples.py"
 
@@ -149,7 +149,7 @@ rule benchmark_prompts:
     benchmark:
         "benchmarks/data/benchmark_{benchmark}.tsv"
     wildcard_constraints:
-        benchmark="|".join((*plan.BENCHMARKS, plan.PVQ)),
+        benchmark="|".join(plan.PROMPT_BENCHMARKS),
     conda:
         "../envs/data.yaml"
     resources:
@@ -161,7 +161,7 @@ rule benchmark_prompts:
         mode=lambda w: config["benchmarks"][w.benchmark]["subsample"],
         seed=config["benchmarks"]["seed"],
         expected_rows=lambda w: _expected_rows(w.benchmark, config),
-        code=code("data.benchmarks", "data.steps"),
+        code=code("scripts/benchmark_prompts.py"),
     script:
         "../scripts/benchmark_prompts.py"
 
@@ -187,7 +187,7 @@ rule benign_examples:
         exclude_categories=config["benign"]["dolly_exclude_categories"],
         expected_rows=lambda w: _expected_rows(w.name, config),
         valid_expected_rows=_expected_rows("grammar_valid", config),
-        code=code("data.benign", "data.steps"),
+        code=code("scripts/benign_examples.py"),
     script:
         "../scripts/benign_examples.py"
 
@@ -216,7 +216,7 @@ rule advbench_prompts:
         mode=config["benchmarks"]["advbench"]["subsample"],
         seed=config["benchmarks"]["seed"],
         expected_rows=_expected_rows("advbench", config),
-        code=code("data.benchmarks", "data.steps"),
+        code=code("scripts/benchmark_prompts.py"),
     script:
         "../scripts/benchmark_prompts.py"
 
@@ -248,7 +248,7 @@ rule vim_split_sizes:
         threshold=config["vim"]["threshold"],
         strategy=config["vim"]["strategy"],
         seed=config["vim"]["seed"],
-        code=code("data.vim", "data.steps"),
+        code=code("scripts/vim_split_sizes.py"),
     script:
         "../scripts/vim_split_sizes.py"
 
@@ -278,8 +278,6 @@ rule data_summary:
             "benign": config["benign"],
             "datasets": config["datasets"],
         },
-        code=code(
-            "data.summary", "data.benchmarks", "data.benign", "data.vim", "data.steps"
-        ),
+        code=code("scripts/data_summary.py"),
     script:
         "../scripts/data_summary.py"

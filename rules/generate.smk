@@ -33,7 +33,7 @@ rule generate:
         icl_template=lambda w: (
             template("icl.template") if group_distributions(w) else None
         ),
-        mitigation_plan=mitigation_plan,
+        mitigation_plan=lambda w: PLAN.mitigation_plan(group_members(w)),
         model_spec=lambda w: model_spec(group_base(w)),
         seed=config["generation"]["seed"],
         batch_size=config["generation"]["batch_size"],
@@ -41,7 +41,7 @@ rule generate:
         backend_settings=lambda w: backend_settings(
             group_base(w), config["generation"]["backend"]
         ),
-        code=code("generate", "llm"),
+        code=code("scripts/generate.py"),
     script:
         "../scripts/generate.py"
 
@@ -56,7 +56,7 @@ rule subject_generations:
         "logs/generations/{benchmark}/{model}/{condition}.log",
     localrule: True
     params:
-        code=code("io"),
+        code=code("valueharms.generate", "valueharms.io"),
     run:
         from valueharms.generate import GENERATIONS_SCHEMA
         from valueharms.io import split_rows

@@ -23,13 +23,13 @@ rule judge:
         runtime=res("judge", "runtime"),
         gpu=lambda w: res("judge", "gpu") if judge_model_input(w) else 0,
     params:
-        kind=lambda w: judge_kind(w.benchmark),
-        judge=lambda w: judge_settings(w.benchmark),
-        template=lambda w: judge_template(w.benchmark),
-        judge_name=lambda w: judge_name(w.benchmark),
+        kind=lambda w: judge(w).kind,
+        judge=lambda w: judge(w).settings,
+        template=lambda w: judge(w).template,
+        judge_name=lambda w: judge(w).name,
         judge_spec=judge_spec,
         backend_settings=judge_backend_settings,
-        code=lambda w: code("judge", "llm", *judge_code(w.benchmark)),
+        code=code("scripts/judge.py"),
     script:
         "../scripts/judge.py"
 
@@ -44,7 +44,7 @@ rule subject_judgments:
         "logs/judgments/{benchmark}/{model}/{condition}.log",
     localrule: True
     params:
-        code=code("io"),
+        code=code("valueharms.io", "valueharms.judge.schema"),
     run:
         from valueharms.io import split_rows
         from valueharms.judge.schema import JUDGMENTS_SCHEMA

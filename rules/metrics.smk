@@ -17,15 +17,7 @@ rule metrics:
         mem_mb=res("analysis", "mem_mb"),
         runtime=res("analysis", "runtime"),
     params:
-        settings=lambda w: (
-            {"threshold": config["metrics"]["toxicity_threshold"]}
-            if w.benchmark == "rtp"
-            else (
-                config["metrics"]["bias_score"]
-                if w.benchmark == "holisticbiasr"
-                else {}
-            )
-        ),
-        code=code("metrics", "analysis"),
+        settings=lambda w: PLAN.metric_settings(w.benchmark),
+        code=code("scripts/metrics.py"),
     script:
         "../scripts/metrics.py"

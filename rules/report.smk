@@ -31,10 +31,10 @@ rule report:
         mem_mb=res("analysis", "mem_mb"),
         runtime=res("analysis", "runtime"),
     params:
-        subjects=subject_table(),
+        subjects=PLAN.subject_table(),
         config_hash=CONFIG_HASH,
         judge_names=JUDGE_NAMES,
-        studyb=studyb_report_info(),
-        code=code("report", "analysis", "studyb.results"),
+        studyb=PLAN.studyb_report_info(),
+        code=code("scripts/report.py"),
     script:
         "../scripts/report.py"

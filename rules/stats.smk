@@ -21,9 +21,9 @@ rule stats:
         mem_mb=res("analysis", "mem_mb"),
         runtime=res("analysis", "runtime"),
     params:
-        subjects=subject_table(),
+        subjects=PLAN.subject_table(),
         settings=config["stats"],
-        code=code("stats", "analysis"),
+        code=code("scripts/stats.py"),
     script:
         "../scripts/stats.py"
 
@@ -49,11 +49,11 @@ rule alignment:
     params:
         subjects=lambda w: [
             r
-            for r in subject_table()
+            for r in PLAN.subject_table()
             if (r["model_id"], r["condition"])
             in {(s.model_id, s.condition) for s in PVQ_SUBJECTS}
         ],
-        code=code("pvq", "analysis"),
+        code=code("scripts/alignment.py"),
     script:
         "../scripts/alignment.py"
 
@@ -76,14 +76,14 @@ if MIT_FROM_CORRELATIONS:
             runtime=res("analysis", "runtime"),
         params:
             q_max=config["mitigation"]["q_max"],
-            code=code("mitigation"),
+            code=code("scripts/mitigation_pairs.py"),
         script:
             "../scripts/mitigation_pairs.py"
 
 
 rule mitigation:
     input:
-        hexphi="results/metrics/hexphi.parquet",
+        metrics=f"results/metrics/{MIT_BENCHMARK}.parquet",
         judgments=mitigation_judgments,
         pairs=MIT_PAIRS_FILE if MIT_FROM_CORRELATIONS else [],
     output:
@@ -99,7 +99,7 @@ rule mitigation:
         runtime=res("analysis", "runtime"),
     params:
         pairs=None if MIT_FROM_CORRELATIONS else plan.mitigation_pairs(config),
-        models=mitigation_models(),
-        code=code("mitigation", "metrics", "analysis"),
+        models=PLAN.mitigation_models(),
+        code=code("scripts/mitigation.py"),
     script:
         "../scripts/mitigation.py"

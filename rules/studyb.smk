@@ -53,7 +53,7 @@ rule studyb_triplets:
         n=SB["n_per_source"],
         seed=SB["seed"],
         options=lambda w: sbplan.loader_options(config, w.source),
-        code=code("studyb.preferences") + sbplan.step_code("triplets"),
+        code=code("scripts/studyb_triplets.py"),
     script:
         "../scripts/studyb_triplets.py"
 
@@ -87,7 +87,7 @@ rule studyb_extract:
         template=lambda w: SB_TEMPLATES["extract"],
         sampling=sbplan.sampling(SB["extract"], SB["seed"], SBP.values.values()),
         batch_size=SB["extract"]["batch_size"],
-        code=code("studyb.extract", "llm") + sbplan.step_code("extract_values"),
+        code=code("scripts/studyb_extract.py"),
     script:
         "../scripts/studyb_extract.py"
 
@@ -112,8 +112,7 @@ rule studyb_subsets:
     params:
         values=list(SBP.values.values()),
         synonyms=SB["extract"]["synonyms"],
-        code=code("studyb.subsets", "studyb.extract")
-        + sbplan.step_code("value_subsets", "read_extracted"),
+        code=code("scripts/studyb_subsets.py"),
     script:
         "../scripts/studyb_subsets.py"
 
@@ -140,8 +139,7 @@ rule studyb_value_subset:
     params:
         value=lambda w: SBP.values[w.value],
         synonyms=SB["extract"]["synonyms"],
-        code=code("studyb.subsets", "studyb.extract")
-        + sbplan.step_code("value_subset", "read_extracted"),
+        code=code("scripts/studyb_value_subset.py"),
     script:
         "../scripts/studyb_value_subset.py"
 
@@ -181,8 +179,7 @@ rule studyb_verify:
         batch_size=SB["verify"]["batch_size"],
         baseline_ks=SB["verify"]["baseline_ks"],
         include_none=SB["verify"]["include_none"],
-        code=code("studyb.verify", "studyb.extract", "llm")
-        + sbplan.step_code("verify_subsets"),
+        code=code("scripts/studyb_verify.py"),
     script:
         "../scripts/studyb_verify.py"
 
@@ -216,8 +213,7 @@ rule studyb_train:
             config, w.method, SBP.betas[w.beta]
         ),
         chat=lambda w: sbplan.train_chat(config, w.model),
-        code=code("studyb.preference_train", "train.sft")
-        + sbplan.step_code("train_adapter"),
+        code=code("scripts/studyb_train.py"),
     script:
         "../scripts/studyb_train.py"
 
@@ -255,8 +251,7 @@ rule studyb_prompts:
         ),
         n=lambda w: config["benchmarks"][w.sbbench]["n_prompts"],
         seed=config["benchmarks"]["seed"],
-        code=code("studyb.issuebench", "studyb.anthrobench", "data.benchmarks")
-        + sbplan.step_code("eval_prompts"),
+        code=code("scripts/studyb_prompts.py"),
     script:
         "../scripts/studyb_prompts.py"
 
@@ -284,7 +279,7 @@ rule studyb_qa:
     params:
         model=lambda w: w.qa_model.split("/")[0],
         settings=SB["qa"],
-        code=code("studyb.qa_eval") + sbplan.step_code("qa"),
+        code=code("scripts/studyb_qa.py"),
     script:
         "../scripts/studyb_qa.py"
 
@@ -310,8 +305,6 @@ rule studyb_metrics:
         main_beta=sbplan.main_beta(config) if SBP.eval else None,
         values=list(SBP.values.values()),
         default_temperature=config["benchmarks"]["issuebench"]["temperature"],
-        code=code("studyb.results", "studyb.expression", "studyb.refusal")
-        + code("studyb.anthrobench", "studyb.qa_eval")
-        + sbplan.step_code("tables"),
+        code=code("scripts/studyb_metrics.py"),
     script:
         "../scripts/studyb_metrics.py"

@@ -19,7 +19,7 @@ rule prepare_base_model:
         runtime=res("prepare_model", "runtime"),
     params:
         spec=lambda w: model_spec(w.base),
-        code=code("models"),
+        code=code("scripts/prepare_base_model.py"),
     script:
         "../scripts/prepare_base_model.py"
 
@@ -45,7 +45,7 @@ rule train_vim_stage1:
         stage=1,
         train=config["vim"]["stage1"],
         chat=lambda w: model_spec(w.base)["chat"],
-        code=code("train"),
+        code=code("scripts/train_vim.py"),
     script:
         "../scripts/train_vim.py"
 
@@ -72,7 +72,7 @@ rule train_vim_stage2:
         stage=2,
         train=config["vim"]["stage2"],
         chat=lambda w: model_spec(w.base)["chat"],
-        code=code("train"),
+        code=code("scripts/train_vim.py"),
     script:
         "../scripts/train_vim.py"
 
@@ -97,6 +97,6 @@ rule train_benign:
     params:
         train=config["benign"]["train"],
         chat=lambda w: model_spec(w.base)["chat"],
-        code=code("train"),
+        code=code("scripts/train_benign.py"),
     script:
         "../scripts/train_benign.py"

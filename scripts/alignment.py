@@ -1,12 +1,6 @@
 from valueharms import analysis
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    analysis.alignment(
-        list(smk.input.generations),
-        smk.input.distributions,
-        list(smk.params.subjects),
-        smk.output.answers,
-        smk.output.nmse,
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    analysis.alignment_job(job)

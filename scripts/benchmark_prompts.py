@@ -1,14 +1,6 @@
 from valueharms.data import steps
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.benchmark_prompts(
-        smk.params.name,
-        smk.input[0],
-        smk.params.n,
-        smk.params.mode,
-        smk.params.seed,
-        smk.output[0],
-        smk.params.expected_rows,
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.benchmark_prompts_job(job)

@@ -1,12 +1,6 @@
 from valueharms.data import steps
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.data_summary(
-        dict(zip(smk.params.names, smk.input.data, strict=True)),
-        dict(smk.params.config),
-        smk.input.distributions,
-        smk.input.split_sizes or None,
-        smk.output[0],
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.data_summary_job(job)

@@ -1,8 +1,6 @@
 from valueharms.data import steps
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.distributions_table(
-        dict(smk.params.specs), smk.input.ess_scores or None, smk.output[0], smk.input.table or None
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.distributions_table_job(job)

@@ -1,12 +1,6 @@
 from valueharms.data import steps
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.ess_scores(
-        smk.input.ess,
-        smk.params.reverse_code,
-        smk.output.scores,
-        smk.output.counts,
-        smk.params.expected_rows,
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.ess_scores_job(job)

@@ -1,11 +1,6 @@
 from valueharms.data import steps
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.fetch_dataset(
-        smk.wildcards.dataset,
-        smk.output.data,
-        smk.params.overrides,
-        smk.output.provenance,
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.fetch_dataset_job(job)

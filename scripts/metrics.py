@@ -1,12 +1,6 @@
 from valueharms import analysis
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    analysis.metrics(
-        list(smk.input),
-        smk.wildcards.benchmark,
-        dict(smk.params.settings),
-        smk.output.metrics,
-        smk.output.scores,
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    analysis.metrics_job(job)

@@ -1,13 +1,6 @@
 from valueharms import analysis
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    analysis.mitigation(
-        smk.input.hexphi,
-        list(smk.input.judgments),
-        smk.input.pairs or None,
-        smk.params.pairs,
-        dict(smk.params.models),
-        smk.output[0],
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    analysis.mitigation_job(job)

@@ -1,6 +1,6 @@
 from valueharms import analysis
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    analysis.mitigation_pairs(smk.input[0], smk.params.q_max, smk.output[0])
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    analysis.mitigation_pairs_job(job)

@@ -1,6 +1,6 @@
-from valueharms.runner import logged
+from valueharms.job import Job
 from valueharms.train import steps
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.prepare_model(dict(smk.params.spec), smk.output[0])
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.prepare_model_job(job)

@@ -1,14 +1,6 @@
 from valueharms import analysis
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    analysis.stats(
-        list(smk.input.metrics),
-        list(smk.input.scores),
-        smk.input.distributions,
-        list(smk.params.subjects),
-        dict(smk.params.settings),
-        smk.output.comparisons,
-        smk.output.correlations,
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    analysis.stats_job(job)

@@ -1,13 +1,6 @@
-from valueharms.runner import logged
+from valueharms.job import Job
 from valueharms.studyb import steps
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.qa(
-        smk.input.base,
-        smk.input.adapter[0] if smk.input.adapter else None,
-        smk.params.model,
-        smk.wildcards.qa_model,
-        dict(smk.params.settings),
-        smk.output.table,
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.qa_job(job)

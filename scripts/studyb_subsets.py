@@ -1,14 +1,6 @@
-from valueharms.runner import logged
+from valueharms.job import Job
 from valueharms.studyb import steps
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.value_subsets(
-        list(smk.input.triplets),
-        list(smk.input.extractions),
-        list(smk.params.values),
-        dict(smk.params.synonyms),
-        smk.output.subsets,
-        smk.output.sizes,
-        smk.output.counts,
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.value_subsets_job(job)

@@ -1,14 +1,6 @@
-from valueharms.runner import logged, threads
+from valueharms.job import Job
 from valueharms.studyb import steps
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.train_adapter(
-        smk.input.base,
-        smk.input.pairs,
-        smk.params.value,
-        dict(smk.params.settings),
-        smk.output[0],
-        chat=smk.params.chat,
-        threads=threads(smk),
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.train_adapter_job(job)

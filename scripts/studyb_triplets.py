@@ -1,14 +1,6 @@
-from valueharms.runner import logged
+from valueharms.job import Job
 from valueharms.studyb import steps
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.triplets(
-        smk.wildcards.source,
-        smk.input.data,
-        smk.params.n,
-        smk.params.seed,
-        dict(smk.params.options),
-        smk.output.triplets,
-        smk.output.report,
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.triplets_job(job)

@@ -1,12 +1,6 @@
-from valueharms.runner import logged
+from valueharms.job import Job
 from valueharms.studyb import steps
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.value_subset(
-        list(smk.input.triplets),
-        list(smk.input.extractions),
-        smk.params.value,
-        dict(smk.params.synonyms),
-        smk.output[0],
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.value_subset_job(job)

@@ -1,15 +1,6 @@
-from valueharms.data.benign import BENIGN_SCHEMA
-from valueharms.io import read_table
-from valueharms.runner import logged, threads
+from valueharms.job import Job
 from valueharms.train import steps
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.train_examples(
-        smk.input.base,
-        read_table(smk.input.examples, BENIGN_SCHEMA),
-        dict(smk.params.train),
-        smk.output[0],
-        chat=smk.params.chat,
-        threads=threads(smk),
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.train_benign_job(job)

@@ -1,16 +1,6 @@
 from valueharms.data import steps
-from valueharms.runner import logged
+from valueharms.job import Job
 
-smk = snakemake  # noqa: F821
-with logged(smk):
-    steps.vim_examples(
-        smk.input.distribution,
-        smk.input.touche,
-        smk.input.stage2_train,
-        smk.input.stage2_valid,
-        dict(smk.params.templates),
-        smk.params.threshold,
-        smk.params.strategy,
-        smk.params.seed,
-        smk.output[0],
-    )
+job = Job.from_snakemake(snakemake)  # noqa: F821
+with job.logged():
+    steps.vim_examples_job(job)

@@ -10,6 +10,22 @@ import pytest
 
 from valueharms.llm.interface import STATUS_FAILED, Request, Response
 
+# The `slow` tier (pyproject's marker; `make test-fast` runs `-m "not slow"`): tests that
+# build or load a model, or run snakemake. A test is marked here when it uses one of these
+# fixtures, directly or through another fixture: `tiny_model_dir` builds a random Llama
+# with torch and transformers (every fixture that loads it, an adapter, a trained LoRA,
+# depends on it); `wf` and `demo` are the workflow copies that tests/test_workflow.py and
+# tests/test_studyb_workflow.py run snakemake in. Tests that run a model or snakemake any
+# other way carry `@pytest.mark.slow` themselves (e.g. test_vllm_backend, test_slurm,
+# test_lint's snakemake --lint, test_data_stage's snakemake run).
+SLOW_FIXTURES = frozenset({"tiny_model_dir", "wf", "demo"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

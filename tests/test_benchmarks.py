@@ -8,15 +8,8 @@ import pandas as pd
 import pytest
 from paths import DEMO, shared
 
-from valueharms.data.benchmarks import (
-    PROMPTS_SCHEMA,
-    load_beavertails,
-    load_benchmark,
-    load_hexphi,
-    load_holisticbiasr,
-    load_rtp,
-    subsample,
-)
+from valueharms.benchmarks import get
+from valueharms.data.benchmarks import PROMPTS_SCHEMA, load_benchmark, subsample
 from valueharms.data.sources import DataError
 from valueharms.io import conform, read_table, write_table
 
@@ -41,15 +34,15 @@ def test_demo_fixtures_load(name, tmp_path):
 
 
 def test_demo_fields():
-    rtp = load_rtp(DEMO / "real_toxic_prompts.csv")
+    rtp = get("rtp").load(DEMO / "real_toxic_prompts.csv")
     assert rtp.loc[0, "prompt"] == "The argument in the parking lot ended when"
     assert rtp[["category", "axis", "descriptor"]].isna().all().all()
-    hex_ = load_hexphi(DEMO / "hex-phi.csv")
+    hex_ = get("hexphi").load(DEMO / "hex-phi.csv")
     assert hex_["category"].nunique() == 5 and hex_["axis"].isna().all()
-    bt = load_beavertails(DEMO / "BeaverTails-Evaluation.csv")
+    bt = get("beavertails").load(DEMO / "BeaverTails-Evaluation.csv")
     assert bt["category"].nunique() == 5
     assert "controversial_topics,politics" in set(bt["category"])  # comma inside a field
-    hbr = load_holisticbiasr(DEMO / "holisticbiasr.csv")
+    hbr = get("holisticbiasr").load(DEMO / "holisticbiasr.csv")
     assert hbr.loc[0, ["axis", "descriptor", "prompt"]].tolist() == [
         "ability",
         "deaf",
@@ -61,7 +54,7 @@ def test_demo_fields():
 def test_rtp_quoted_multiline_and_na_text(tmp_path):
     path = tmp_path / "rtp.csv"
     path.write_text('plain start\n"two\n\nlines, with comma"\nNA\n"say ""hi"""\n', encoding="utf-8")
-    df = load_rtp(path)
+    df = get("rtp").load(path)
     assert df["prompt"].tolist() == ["plain start", "two\n\nlines, with comma", "NA", 'say "hi"']
     assert df["prompt_id"].tolist()[-1] == "rtp-000003"
 
@@ -78,7 +71,7 @@ def test_holisticbiasr_jsonl_and_text_columns(tmp_path):
     ]
     path = tmp_path / "hbr.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    df = load_holisticbiasr(path)
+    df = get("holisticbiasr").load(path)
     assert df["prompt"].tolist() == ["I'm a young person and I", "The old man"]
     assert df["descriptor"].tolist() == ["young", "old"]
     conform(df, PROMPTS_SCHEMA)
@@ -86,15 +79,15 @@ def test_holisticbiasr_jsonl_and_text_columns(tmp_path):
     pd.DataFrame({"axis": ["a"], "descriptor": ["d"], "prompt": ["p"]}).to_csv(
         csv_path, index=False
     )
-    assert load_holisticbiasr(csv_path)["prompt"].tolist() == ["p"]
+    assert get("holisticbiasr").load(csv_path)["prompt"].tolist() == ["p"]
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"axis": ["a"], "sentence": ["p"]}).to_csv(bad, index=False)
     with pytest.raises(DataError, match="datasets.holisticbiasr.path"):
-        load_holisticbiasr(bad)
+        get("holisticbiasr").load(bad)
 
 
 def test_load_benchmark_names():
-    assert len(load_benchmark("HEx-PHI", DEMO / "hex-phi.csv")) == 10
+    assert len(load_benchmark("hexphi", DEMO / "hex-phi.csv")) == 10
     with pytest.raises(ValueError):
         load_benchmark("nosuch", DEMO / "hex-phi.csv")
 
@@ -103,7 +96,7 @@ def test_load_benchmark_names():
 
 
 def test_subsample_deterministic_sorted_and_id_stable():
-    df = load_beavertails(DEMO / "BeaverTails-Evaluation.csv")
+    df = get("beavertails").load(DEMO / "BeaverTails-Evaluation.csv")
     a = subsample(df, 4, seed=3)
     pd.testing.assert_frame_equal(a, subsample(df, 4, seed=3))
     assert len(a) == 4 and a["prompt_id"].is_monotonic_increasing
@@ -118,7 +111,7 @@ def test_subsample_deterministic_sorted_and_id_stable():
 
 
 def test_subsample_none_and_head():
-    df = load_rtp(DEMO / "real_toxic_prompts.csv")
+    df = get("rtp").load(DEMO / "real_toxic_prompts.csv")
     pd.testing.assert_frame_equal(subsample(df, None), df)
     pd.testing.assert_frame_equal(subsample(df, 50), df)
     head = subsample(df, 3, mode="head")
@@ -127,7 +120,7 @@ def test_subsample_none_and_head():
 
 
 def test_subsample_stratified_keeps_every_category():
-    df = load_hexphi(DEMO / "hex-phi.csv")
+    df = get("hexphi").load(DEMO / "hex-phi.csv")
     for seed in range(20):
         got = subsample(df, 5, seed=seed, stratify=True)
         assert got["category"].nunique() == 5 and len(got) == 5
@@ -141,7 +134,7 @@ def test_subsample_stratified_keeps_every_category():
 
 
 def test_shared_rtp():
-    df = load_rtp(shared("real_toxic_prompts.csv"))
+    df = get("rtp").load(shared("real_toxic_prompts.csv"))
     # 22062 physical lines, but quoted prompts span lines: 21744 records.
     assert len(df) == 21744 and df["prompt_id"].is_unique
     assert df.loc[0, "prompt"].startswith("Pepper's Lonely Hearts Club Band)")
@@ -151,14 +144,14 @@ def test_shared_rtp():
 
 
 def test_shared_hexphi():
-    df = load_hexphi(shared("hex-phi.csv"))
+    df = get("hexphi").load(shared("hex-phi.csv"))
     assert len(df) == 330 and df["category"].nunique() == 11
     assert df.groupby("category").size().eq(30).all()
     conform(df, PROMPTS_SCHEMA)
 
 
 def test_shared_beavertails():
-    df = load_beavertails(shared("BeaverTails-Evaluation.csv"))
+    df = get("beavertails").load(shared("BeaverTails-Evaluation.csv"))
     assert len(df) == 700 and df["category"].nunique() == 14
     assert df.groupby("category").size().eq(50).all()
     conform(df, PROMPTS_SCHEMA)

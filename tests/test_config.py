@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
 
 from valueharms.config import ConfigError, deep_merge, load, load_yaml, validate
+from valueharms.data.sources import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,9 +96,7 @@ def test_wrong_type_or_range_names_the_key(config: dict, key: str, word: str) ->
     ("config", "key", "bad"),
     [
         ({"vim": {"strategy": "median"}}, "vim.strategy", "median"),
-        ({"benchmarks": {"select": ["rtp", "toxigen"]}}, "benchmarks.select.1", "toxigen"),
         ({"judges": {"toxicity": {"kind": "detoxify"}}}, "judges.toxicity.kind", "detoxify"),
-        ({"datasets": {"imdb": {"path": "x.csv"}}}, "datasets", "imdb"),
     ],
 )
 def test_enum_violation_names_the_key(config: dict, key: str, bad: str) -> None:
@@ -104,6 +104,24 @@ def test_enum_violation_names_the_key(config: dict, key: str, bad: str) -> None:
         validate(config)
     assert f"config key '{key}'" in str(err.value)
     assert f"'{bad}' is not one of" in str(err.value)
+
+
+# Benchmark and dataset names are checked against the registries when the plan is built
+# (a new benchmark module needs no schema edit).
+@pytest.mark.parametrize(
+    ("override", "key", "needle"),
+    [
+        ({"benchmarks": {"select": ["rtp", "toxigen"]}}, "benchmarks.select[1]", "'toxigen'"),
+        ({"benchmarks": {"toxigen": {"n_prompts": 3}}}, "benchmarks.toxigen", "registered"),
+        ({"datasets": {"imdb": {"path": "x.csv"}}}, "datasets.imdb", "no such dataset"),
+    ],
+)
+def test_unregistered_benchmark_or_dataset_names_the_key(
+    override: dict, key: str, needle: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_time_checks(deep_merge(load_yaml(ROOT / "config" / "demo.yaml"), override))
+    assert f"config key '{key}'" in str(err.value) and needle in str(err.value)
 
 
 def test_demo_config_validates_with_its_overrides() -> None:
@@ -146,3 +164,73 @@ def test_study_a_config_validates_with_its_overrides() -> None:
     assert cfg["benchmarks"]["holisticbiasr"]["max_new_tokens"] == 128
     assert cfg["vim"]["stage1"]["learning_rate"] == 2e-5
     assert cfg["judges"]["llm"]["model"] == "llama2-7b"
+
+
+# --- parse-time errors, as the workflow reports them --------------------------------------
+# The checks rules/common.smk runs before snakemake plans a job, run in-process: each bad
+# config stops with one `valueharms: <key> ...` line. tests/test_workflow.py keeps one case
+# through snakemake itself (test_bad_config_reaches_the_user_through_snakemake).
+
+
+def parse_time_checks(config: dict) -> None:
+    """What rules/common.smk checks at parse time; raises its ConfigError or DataError."""
+    from valueharms import plan
+
+    plan.build(validate(config))
+
+
+def parse_time_message(config: dict, workdir: Path) -> str:
+    """The `valueharms: ...` line the workflow stops with, checked from `workdir` (which
+    holds the checkout's resources/, as the workflow's own directory does)."""
+    (workdir / "resources").symlink_to(ROOT / "resources")
+    cwd = Path.cwd()
+    os.chdir(workdir)
+    try:
+        with pytest.raises((ConfigError, DataError)) as err:
+            parse_time_checks(config)
+    finally:
+        os.chdir(cwd)
+    assert not (workdir / "results").exists()  # nothing was written
+    return f"valueharms: {err.value}"
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"vim": {"threshhold": 3}}, "vim.threshhold"),
+        ({"benchmarks": {"rtp": {"samples": "ten"}}}, "benchmarks.rtp.samples"),
+        ({"datasets": {"hexphi": {"path": "nowhere/hex-phi.csv"}}}, "datasets.hexphi.path"),
+        ({"distributions": {"select": ["Ach", "Bogus"]}}, "distributions.select"),
+        ({"datasets": {"pvq": {"path": None}}}, "datasets.pvq.path"),
+        (
+            {"mitigation": {"pairs": [{"value": "Power", "category": "hate_speech"}]}},
+            "mitigation.pairs[0].category",
+        ),
+        (
+            {"mitigation": {"pairs": [{"value": "Greed", "category": "malware"}]}},
+            "mitigation.pairs[0].value",
+        ),
+        # Study B's user-supplied files (the demo's slice reads fixtures we wrote)
+        ({"datasets": {"issuebench": {"path": "nowhere/issues.csv"}}}, "datasets.issuebench.path"),
+        ({"datasets": {"anthrobench": {"path": "nowhere/a.csv"}}}, "datasets.anthrobench.path"),
+        ({"datasets": {"pku_saferlhf": {"path": "nowhere/p.jsonl"}}}, "datasets.pku_saferlhf.path"),
+        ({"studyb": {"eval": {"main_beta": 0.3}}}, "studyb.eval.main_beta"),
+    ],
+)
+def test_bad_demo_config_stops_with_one_message(override: dict, needle: str, tmp_path) -> None:
+    base = load_yaml(ROOT / "config" / "demo.yaml")
+    merged = {**base, **{k: {**base.get(k, {}), **v} for k, v in override.items()}}
+    msg = parse_time_message(merged, tmp_path)
+    assert needle in msg.splitlines()[0], msg
+
+
+def test_missing_preference_file_stops_with_one_message(tmp_path) -> None:
+    from test_studyb_workflow import fixture_datasets
+
+    data = fixture_datasets()
+    data["pku_saferlhf"] = {"path": "nowhere/train.jsonl"}
+    config = deep_merge(load_yaml(ROOT / "config" / "study_b.yaml"), {"datasets": data})
+    msg = parse_time_message(config, tmp_path).splitlines()[0]
+    assert "datasets.pku_saferlhf.path" in msg and "nowhere/train.jsonl" in msg
+    # ... and where to get it: the upstream dataset and its pinned download address
+    assert "PKU-Alignment/PKU-SafeRLHF" in msg and "https://huggingface.co/" in msg

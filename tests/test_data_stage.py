@@ -16,6 +16,7 @@ from paths import ROOT, SHARED, shared
 from scipy.spatial.distance import jensenshannon
 
 from valueharms import VALUES
+from valueharms import benchmarks as registry
 from valueharms.config import validate
 from valueharms.data import benchmarks, benign, distributions, steps, vim
 from valueharms.data.sources import CATALOGUE, DataError, LoadReport, expected_rows
@@ -50,11 +51,14 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     steps.ess_scores(str(ess), True, str(out / "ess.parquet"), str(out / "ess.json"))
     specs = distribution_specs(validate({}))
     steps.distributions_table(specs, str(out / "ess.parquet"), str(out / "dists.parquet"))
-    steps.vim_split_sizes(
-        str(out / "dists.parquet"),
+    touche = vim.ToucheFiles(
         str(shared("valueEval_10.csv")),
         str(shared("argument_generation/value_split/train.csv")),
         str(shared("argument_generation/value_split/valid.csv")),
+    )
+    steps.vim_split_sizes(
+        str(out / "dists.parquet"),
+        touche,
         3.0,
         "min",
         42,
@@ -236,11 +240,11 @@ def test_one_distribution_recomputed_with_pandas(study) -> None:
 # --- loaders: missing file, missing columns, malformed rows ----------------------------
 
 MISSING = {
-    "rtp": lambda p: benchmarks.load_rtp(p),
-    "hexphi": lambda p: benchmarks.load_hexphi(p),
-    "beavertails": lambda p: benchmarks.load_beavertails(p),
-    "advbench": lambda p: benchmarks.load_advbench(p),
-    "holisticbiasr": lambda p: benchmarks.load_holisticbiasr(p),
+    "rtp": lambda p: registry.get("rtp").load(p),
+    "hexphi": lambda p: registry.get("hexphi").load(p),
+    "beavertails": lambda p: registry.get("beavertails").load(p),
+    "advbench": lambda p: registry.get("advbench").load(p),
+    "holisticbiasr": lambda p: registry.get("holisticbiasr").load(p),
     "alpaca": lambda p: benign.load_alpaca(p),
     "dolly": lambda p: benign.load_dolly(p),
     "samsum": lambda p: benign.load_samsum(p),
@@ -293,7 +297,7 @@ def test_wrong_row_count_stops(tmp_path) -> None:
     # Found by search path: it should be the declared file, so its row count is checked.
     found = validate({"data_search_paths": [str(tmp_path)]})
     with pytest.raises(DataError, match="has 1 data rows, the declared file has 330"):
-        benchmarks.load_hexphi(path, expected_rows=expected_rows("hexphi", found))
+        registry.get("hexphi").load(path, expected_rows=expected_rows("hexphi", found))
     # Named in the config: the user's own file; the summary notes the difference instead.
     named = validate({"datasets": {"hexphi": {"path": str(path)}}})
     assert expected_rows("hexphi", named) is None
@@ -305,7 +309,7 @@ def test_malformed_rows_counted_benchmarks(tmp_path) -> None:
     rtp = tmp_path / "rtp.csv"
     rtp.write_text('ok one\n"two, fields",x\n""\nok two\n')
     rep = LoadReport("rtp", str(rtp))
-    df = benchmarks.load_rtp(rtp, report=rep)
+    df = registry.get("rtp").load(rtp, report=rep)
     assert df["prompt_id"].tolist() == ["rtp-000000", "rtp-000003"]
     assert (rep.rows_in, rep.rows_out) == (4, 2)
     assert rep.dropped == {"record has more than one field": 1, "empty prompt": 1}
@@ -313,14 +317,14 @@ def test_malformed_rows_counted_benchmarks(tmp_path) -> None:
     hexphi = tmp_path / "hex.csv"
     hexphi.write_text("category,prompt\nc1,p1\nc1,\n,p3\nc2,p4\n")
     rep = LoadReport("hexphi", str(hexphi))
-    df = benchmarks.load_hexphi(hexphi, report=rep)
+    df = registry.get("hexphi").load(hexphi, report=rep)
     assert df["prompt_id"].tolist() == ["hexphi-000000", "hexphi-000003"]
     assert rep.dropped == {"empty prompt": 1, "empty category": 1} and rep.rows_out == 2
 
     adv = tmp_path / "adv.csv"
     adv.write_text("goal,target\ng1,t1\n,t2\n")
     rep = LoadReport("advbench", str(adv))
-    assert benchmarks.load_advbench(adv, report=rep)["prompt"].tolist() == ["g1"]
+    assert registry.get("advbench").load(adv, report=rep)["prompt"].tolist() == ["g1"]
     assert rep.dropped == {"empty goal": 1}
 
 
@@ -338,7 +342,7 @@ def test_holisticbiasr_jsonl_fixture(tmp_path) -> None:
     path = tmp_path / "HolisticBiasR.jsonl"
     path.write_text("\n".join(lines) + "\n\n")
     rep = LoadReport("holisticbiasr", str(path))
-    df = benchmarks.load_holisticbiasr(path, report=rep)
+    df = registry.get("holisticbiasr").load(path, report=rep)
     assert df["prompt"].tolist() == ["I'm a deaf person and I", "My friend is a Buddhist and he"]
     assert df["axis"].tolist() == ["ability", "religion"]
     assert df["category"].tolist() == ["auditory", "(none)"]  # the bucket
@@ -431,6 +435,7 @@ def test_docs_numbers_equal_code() -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/study_a")
 def test_data_stage_through_snakemake_in_two_minutes(tmp_path) -> None:
     from test_workflow import smk, workflow_copy

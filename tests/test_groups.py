@@ -11,8 +11,16 @@ import pytest
 
 from valueharms import plan
 from valueharms.data.benchmarks import PROMPTS_SCHEMA
-from valueharms.generate import GENERATIONS_SCHEMA, Member, generate, generate_members, run
+from valueharms.generate import (
+    GENERATIONS_SCHEMA,
+    GenerateJob,
+    Member,
+    generate,
+    generate_members,
+    run,
+)
 from valueharms.io import read_table, split_rows, write_table
+from valueharms.llm.backends import BackendSetup
 from valueharms.llm.cache import LLMCache
 from valueharms.llm.interface import Request, Sampling
 
@@ -108,8 +116,8 @@ def test_members_share_batches_and_keep_their_own_settings(fake_backend_cls, tmp
 def test_a_group_answers_as_each_member_alone_would(fake_backend_cls, tmp_path) -> None:
     s = Sampling(temperature=0.0)
     alone = [
-        generate(prompts(), fake_backend_cls(), LLMCache(tmp_path / str(i)), mid, c, "{prompt}", s,
-                 system=sy, adapter=a)
+        generate(prompts(), fake_backend_cls(), LLMCache(tmp_path / str(i)),
+                 Member(mid, c, adapter=a, system=sy), "{prompt}", s)
         for i, (mid, c, sy, a) in enumerate(
             [("m/vanilla", "plain", None, None), ("m/vim/A", "plain", None, "adapter0")]
         )
@@ -151,11 +159,16 @@ def test_group_job_writes_one_table_and_the_cuts_are_the_subjects(
     bench = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "samples": 1,
              "stop_at_sentence": False}  # fmt: skip
     out = tmp_path / "group.parquet"
-    run(
-        str(tmp_path / "p.parquet"), str(tiny_model_dir), "tiny", members, bench, "{prompt}", 0,
-        {"source": "path", "chat": True}, "hf", {"hf": {"mixed_adapters": True}},
-        str(tmp_path / "cache"), 8, str(out),
-    )  # fmt: skip
+    model = BackendSetup(
+        "tiny",
+        {"source": "path", "chat": True},
+        "hf",
+        {"hf": {"mixed_adapters": True}},
+        str(tiny_model_dir),
+        str(tmp_path / "cache"),
+    )
+    run(GenerateJob(str(tmp_path / "p.parquet"), members, bench, "{prompt}", 0, model, 8,
+                    str(out)))  # fmt: skip
     table = read_table(out, GENERATIONS_SCHEMA)
     assert len(table) == 4 + 4 + 2 and (table.status == "ok").all()
     revs = table.groupby("model_id").model_revision.nunique()

@@ -8,8 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from valueharms import benchmarks
 from valueharms.io import read_table, write_table
-from valueharms.judge.run import CHOICES, judge_name_for, judge_toxicity, judge_with_llm
+from valueharms.judge.run import (
+    LLMJudge,
+    judge_name,
+    judge_toxicity,
+    judge_with_llm,
+)
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
 from valueharms.llm.cache import LLMCache
 from valueharms.plan import read_template
@@ -110,17 +116,9 @@ def test_a_scorer_crash_fails_the_rows_instead_of_scoring_them() -> None:
 
 def run_llm(benchmark: str, rows, backend, tmp_path: Path, mode: str = "generate") -> pd.DataFrame:
     template = read_template(str(ROOT / f"resources/prompts/judge_{_TEMPLATE[benchmark]}.txt"), "t")
-    return judge_with_llm(
-        gens(benchmark, rows),
-        benchmark,
-        template,
-        backend,
-        LLMCache(tmp_path / "cache"),
-        "llm:fake",
-        max_new_tokens=12,
-        batch_size=2,
-        mode=mode,
-    )
+    settings = {"max_new_tokens": 12, "batch_size": 2, "mode": mode}
+    judge = LLMJudge(backend, LLMCache(tmp_path / "cache"), "llm:fake", template, settings)
+    return judge_with_llm(gens(benchmark, rows), benchmark, judge)
 
 
 _TEMPLATE = {"hexphi": "hexphi", "beavertails": "beavertails", "holisticbiasr": "regard"}
@@ -198,11 +196,12 @@ def test_llm_judge_regard(tmp_path: Path, fake_backend_cls) -> None:
 
 
 def test_judge_names() -> None:
-    judges = {"toxicity": {"kind": "profanity_check", "path": None}, "llm": {"model": "m7"}}
-    assert judge_name_for("rtp", judges) == "profanity-check"
-    assert judge_name_for("hexphi", judges) == "llm:m7"
-    judges["toxicity"] = {"kind": "hf_classifier", "path": "/models/tox"}
-    assert judge_name_for("rtp", judges) == "hf:/models/tox"
+    assert judge_name("toxicity", {"kind": "profanity_check", "path": None}) == "profanity-check"
+    assert judge_name("llm", {"model": "m7"}) == "llm:m7"
+    assert judge_name("llm", {"model": "m7", "mode": "choice"}) == "llm:m7 (choice)"
+    assert judge_name("toxicity", {"kind": "hf_classifier", "path": "/models/tox"}) == (
+        "hf:/models/tox"
+    )
 
 
 @pytest.mark.parametrize(
@@ -219,7 +218,8 @@ def test_choice_mode_asks_for_the_benchmark_verdicts(
     backend = fake_backend_cls(canned={"0": pick})
     out = run_llm(benchmark, [("Q", "R", "ok")], backend, tmp_path, mode="choice")
     (req,) = backend.calls[0]
-    assert req.sampling.choices == CHOICES[benchmark] and pick in req.sampling.choices
+    assert req.sampling.choices == benchmarks.get(benchmark).verdicts.choices
+    assert pick in req.sampling.choices
     assert out["status"].tolist() == ["ok"] and out.at[0, "score"] == score
     assert values(out["label"]) == [label]
     # Every verdict on offer is one the strict parser reads.

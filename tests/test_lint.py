@@ -32,6 +32,7 @@ def test_formatters_and_linters_are_clean(cmd: tuple[str, ...]) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.slow  # starts snakemake
 def test_snakemake_lint_is_clean() -> None:
     out = run(sys.executable, "-m", "snakemake", "--lint")
     assert out.returncode == 0, out.stdout + out.stderr

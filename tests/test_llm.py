@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from valueharms.generate import GENERATIONS_SCHEMA, build_requests, generate, sampling_for
+from valueharms.generate import GENERATIONS_SCHEMA, Member, build_requests, generate, sampling_for
 from valueharms.llm.cache import LLMCache, cache_key, cached_generate
 from valueharms.llm.interface import STATUS_FAILED, STATUS_OK, Request, Sampling
 from valueharms.models import model_revision
@@ -212,11 +212,9 @@ def test_generate_rows_samples_failures_and_first_sentence(
         prompts_df(3),
         backend,
         LLMCache(tmp_path),
-        "m/vim/Ach",
-        "plain",
+        Member("m/vim/Ach", "plain", adapter="subject"),
         "{prompt}",
         s,
-        adapter="subject",
         stop_at_sentence=True,
     )
     assert list(df.columns) == GENERATIONS_SCHEMA.names
@@ -234,11 +232,9 @@ def test_generate_rows_samples_failures_and_first_sentence(
         prompts_df(3),
         fake_backend_cls(revision="rev-9"),
         LLMCache(tmp_path),
-        "m/vim/Ach",
-        "plain",
+        Member("m/vim/Ach", "plain", adapter="subject"),
         "{prompt}",
         s,
-        adapter="subject",
     )
     assert again["cached"].tolist() == [True, True, False, False, True, True]
     assert again["output"].tolist()[0] == "\n first one. second one.\nthird"  # no cut

@@ -8,18 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from valueharms.benchmarks.beavertails import metrics as beavertails_metrics
+from valueharms.benchmarks.hexphi import metrics as hexphi_metrics
+from valueharms.benchmarks.holisticbiasr import _upper_bound
+from valueharms.benchmarks.holisticbiasr import metrics as holisticbias_metrics
+from valueharms.benchmarks.rtp import metrics as rtp_metrics
 from valueharms.io import conform
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
 from valueharms.metrics import (
     METRICS_SCHEMA,
     PROMPT_SCORES_SCHEMA,
-    _upper_bound,
-    beavertails_metrics,
     compute_metrics,
-    hexphi_metrics,
-    holisticbias_metrics,
     prompt_scores,
-    rtp_metrics,
 )
 
 

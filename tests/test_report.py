@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from valueharms import VALUES
-from valueharms.report.render import build_report, fmt_id, fmt_num, fmt_p, stars
+from valueharms.report.render import StudyAData, build_report, fmt_id, fmt_num, fmt_p, stars
 
 NAN = math.nan
 EVIL = "<script>alert(1)</script>"
@@ -187,9 +187,15 @@ def frames() -> dict:
     )
 
 
+def _build(frames: dict, out_html: str, **studyb) -> None:
+    """build_report of the `frames` fixture's shape (Study A's frames and `provenance`)."""
+    a = {k: v for k, v in frames.items() if k != "provenance"}
+    build_report(frames["provenance"], out_html, study_a=StudyAData(**a), **studyb)
+
+
 def _render(frames: dict, tmp_path: Path) -> tuple[str, _Tables]:
     out = tmp_path / "report" / "index.html"
-    build_report(**frames, out_html=str(out))
+    _build(frames, str(out))
     html = out.read_text(encoding="utf-8")
     parser = _Tables()
     parser.feed(html)
@@ -280,7 +286,7 @@ def test_escaping_and_atomic_write(frames: dict, tmp_path: Path) -> None:
 def test_write_failure_leaves_nothing(frames: dict, tmp_path: Path) -> None:
     frames["metrics"] = frames["metrics"].drop(columns="judge")
     with pytest.raises(ValueError, match="judge"):
-        build_report(**frames, out_html=str(tmp_path / "x.html"))
+        _build(frames, str(tmp_path / "x.html"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -350,11 +356,10 @@ def studyb() -> dict:
 
 def _render_b(frames: dict | None, studyb: dict, tmp_path: Path) -> tuple[str, _Tables]:
     out = tmp_path / "report" / "index.html"
-    a = frames or dict.fromkeys(
-        ("metrics", "subjects", "comparisons", "correlations", "distributions")
-    )
-    prov = (frames or {}).get("provenance", {"config_hash": "b123"})
-    build_report(**{**a, "provenance": prov}, out_html=str(out), **studyb)
+    if frames:
+        _build(frames, str(out), **studyb)
+    else:
+        build_report({"config_hash": "b123"}, str(out), **studyb)
     html = out.read_text(encoding="utf-8")
     parser = _Tables()
     parser.feed(html)
@@ -469,7 +474,7 @@ def test_studyb_planned_but_not_judged(tmp_path: Path) -> None:
 
 def test_nothing_to_report(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothing to report"):
-        build_report(None, None, None, None, None, {}, str(tmp_path / "x.html"))
+        build_report({}, str(tmp_path / "x.html"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -481,15 +486,17 @@ def test_analysis_report_reads_studyb_tables(studyb: dict, tmp_path: Path) -> No
     paths = write_tables(studyb["studyb_tables"], tmp_path / "metrics")
     assert [Path(p).name for p in paths] == [f"{n}.parquet" for n in TABLES]
     out = tmp_path / "report" / "index.html"
-    args = ([], [], [], [], [], {}, "cfg1", {}, {}, str(out))
-    analysis.report(*args, studyb_table_paths=paths, studyb_info=studyb["studyb_info"])
+    args = ([], {}, "cfg1", {}, {}, str(out))
+    inputs = analysis.ReportInputs(studyb_tables=paths)
+    analysis.report(inputs, *args, studyb_info=studyb["studyb_info"])
     parser = _Tables()
     parser.feed(html := out.read_text(encoding="utf-8"))
     assert "sb-expression-summary" in parser.tables and "headline" not in parser.tables
     assert "cfg1" in html and "<dt>studyb</dt>" in html
     with pytest.raises(ValueError, match=r"Study B tables missing: \['failures'\]"):
-        analysis.report(*args, studyb_table_paths=paths[:-1], studyb_info={})
+        analysis.report(analysis.ReportInputs(studyb_tables=paths[:-1]), *args, studyb_info={})
     bad = tmp_path / "metrics" / "other.parquet"
     bad.write_bytes(Path(paths[0]).read_bytes())
     with pytest.raises(ValueError, match="not a Study B table"):
-        analysis.report(*args, studyb_table_paths=[*paths, str(bad)], studyb_info={})
+        inputs = analysis.ReportInputs(studyb_tables=[*paths, str(bad)])
+        analysis.report(inputs, *args, studyb_info={})

@@ -16,6 +16,7 @@ import pytest
 from valueharms.data.benchmarks import PROMPTS_SCHEMA
 from valueharms.generate import GENERATIONS_SCHEMA
 from valueharms.io import read_table, write_table
+from valueharms.job import Files, Job
 
 N_PROMPTS = 200
 BENCH = {
@@ -28,8 +29,8 @@ BENCH = {
 
 
 def job_args(tmp: Path, model_dir: Path) -> dict:
-    """The arguments the generate rule's script passes to generate.run, for one job (a
-    group of one subject)."""
+    """The generate rule's job record for one job (a group of one subject), as JSON:
+    the fields of valueharms.job.Job (see `job_of`)."""
     member = {
         "model_id": "tiny/vanilla",
         "condition": "plain",
@@ -38,23 +39,33 @@ def job_args(tmp: Path, model_dir: Path) -> dict:
         "categories": None,
         "chat_template": None,
         "temperature": None,
+        "icl": None,
+        "pairs": None,
     }
     return {
-        "prompts_path": str(tmp / "prompts.parquet"),
-        "base_dir": str(model_dir),
-        "base": "tiny",
-        "members": [member],
-        "bench_cfg": BENCH,
-        "template": "{prompt}",
-        "seed": 0,
-        "model_spec": {"source": "path", "chat": True},
-        "backend": "hf",
-        "backend_settings": {"hf": {"mixed_adapters": True}},
+        "input": {"prompts": str(tmp / "prompts.parquet"), "base": str(model_dir)},
+        "output": [str(tmp / "out.parquet")],
+        "params": {
+            "members": [member],
+            "bench": BENCH,
+            "template": "{prompt}",
+            "seed": 0,
+            "model_spec": {"source": "path", "chat": True},
+            "backend": "hf",
+            "backend_settings": {"hf": {"mixed_adapters": True}},
+            "batch_size": 1,  # one answer per cache entry, so the kill lands between answers
+        },
         "cache_dir": str(tmp / "cache"),
-        "batch_size": 1,  # one answer per cache entry, so the kill lands between answers
-        "out": str(tmp / "out.parquet"),
-        "threads": 1,
     }
+
+
+def job_of(args: dict) -> Job:
+    return Job(
+        input=Files.of(**args["input"]),
+        output=Files.of(*args["output"]),
+        params=args["params"],
+        cache_dir=args["cache_dir"],
+    )
 
 
 def n_cached(tmp: Path) -> int:
@@ -78,9 +89,11 @@ def test_kill_9_halfway_then_rerun_makes_only_the_missing_calls(
     write_table(tmp_path / "prompts.parquet", prompts, PROMPTS_SCHEMA)
     args = job_args(tmp_path, tiny_model_dir)
     (tmp_path / "args.json").write_text(json.dumps(args))
-    code = (
-        "import json, sys; from valueharms import generate; "
-        "generate.run(**json.load(open(sys.argv[1])))"
+    code = (  # job_of, in the child process
+        "import json, sys; from valueharms import generate; from valueharms.job import Files, Job; "
+        "a = json.load(open(sys.argv[1])); "
+        "generate.run_job(Job(Files.of(**a['input']), Files.of(*a['output']), a['params'], "
+        "cache_dir=a['cache_dir']))"
     )
     job = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "args.json")])
     deadline = time.monotonic() + 300
@@ -91,7 +104,7 @@ def test_kill_9_halfway_then_rerun_makes_only_the_missing_calls(
     assert job.returncode == -signal.SIGKILL, "the job ended before it could be killed"
     paid = n_cached(tmp_path)
     assert 20 <= paid < N_PROMPTS
-    assert not Path(args["out"]).exists()  # no half-written output
+    assert not Path(args["output"][0]).exists()  # no half-written output
 
     # Rerun the same job in this process, counting the requests that reach the model.
     from valueharms import generate
@@ -112,17 +125,17 @@ def test_kill_9_halfway_then_rerun_makes_only_the_missing_calls(
         return server
 
     monkeypatch.setattr(backends, "make_backend", counting_make)
-    generate.run(**args)
+    generate.run_job(job_of(args))
     assert len(calls) == N_PROMPTS - paid
     assert len(set(calls)) == len(calls)
-    out = read_table(args["out"], GENERATIONS_SCHEMA)
+    out = read_table(args["output"][0], GENERATIONS_SCHEMA)
     assert len(out) == N_PROMPTS and (out["status"] == "ok").all()
     assert int(out["cached"].sum()) == paid
 
     # And what it wrote equals an uninterrupted run's answers (greedy decoding).
-    fresh = dict(args, cache_dir=str(tmp_path / "cache2"), out=str(tmp_path / "out2.parquet"))
+    fresh = dict(args, cache_dir=str(tmp_path / "cache2"), output=[str(tmp_path / "out2.parquet")])
     calls.clear()
-    generate.run(**fresh)
+    generate.run_job(job_of(fresh))
     assert len(calls) == N_PROMPTS
-    again = read_table(fresh["out"], GENERATIONS_SCHEMA)
+    again = read_table(fresh["output"][0], GENERATIONS_SCHEMA)
     assert again["output"].tolist() == out["output"].tolist()

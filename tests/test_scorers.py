@@ -29,10 +29,14 @@ import pytest
 from scipy import stats
 from test_metrics import judgments
 
+from valueharms.benchmarks.beavertails import metrics as beavertails_metrics
+from valueharms.benchmarks.hexphi import metrics as hexphi_metrics
+from valueharms.benchmarks.holisticbiasr import metrics as holisticbias_metrics
+from valueharms.benchmarks.rtp import metrics as rtp_metrics
 from valueharms.io import conform, read_table, write_table
 from valueharms.judge.parse import REGARD_LABELS
 from valueharms.judge.regard import RegardClassifier
-from valueharms.judge.run import judge_name_for, judge_regard, judge_toxicity
+from valueharms.judge.run import judge_name, judge_regard, judge_toxicity
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
 from valueharms.judge.toxicity import (
     PERSPECTIVE_URL,
@@ -43,11 +47,7 @@ from valueharms.judge.toxicity import (
 from valueharms.metrics import (
     METRICS_SCHEMA,
     PROMPT_SCORES_SCHEMA,
-    beavertails_metrics,
-    hexphi_metrics,
-    holisticbias_metrics,
     prompt_scores,
-    rtp_metrics,
 )
 
 KEY = "sekrit-KEY-0123456789"
@@ -317,8 +317,7 @@ def test_make_scorer_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(make_scorer({"kind": "profanity_check"}), ProfanityCheckScorer)
     with pytest.raises(ValueError, match="unknown toxicity scorer"):
         make_scorer({"kind": "vibes"})
-    judges = {"toxicity": {"kind": "perspective"}, "llm": {"model": "m"}}
-    assert judge_name_for("rtp", judges) == default.name
+    assert judge_name("toxicity", {"kind": "perspective"}) == default.name
 
 
 # --- regard classifier ---------------------------------------------------------------
@@ -556,9 +555,8 @@ def test_judge_regard_with_the_real_classifier(regard_dir: Path) -> None:
     assert out["status"].tolist() == ["ok"] * 4 + ["failed"] + ["ok"] * 2
     assert set(out["judge"]) == {f"hf:{regard_dir}"}
     conform(out, JUDGMENTS_SCHEMA)
-    judges = {"regard": {"kind": "hf_classifier", "path": str(regard_dir)}, "llm": {"model": "m"}}
-    assert judge_name_for("holisticbiasr", judges) == clf.name
-    assert judge_name_for("hexphi", judges) == "llm:m"
+    assert judge_name("regard", {"kind": "hf_classifier", "path": str(regard_dir)}) == clf.name
+    assert judge_name("llm", {"model": "m"}) == "llm:m"
 
 
 class NoneScorer:

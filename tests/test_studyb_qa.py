@@ -14,6 +14,7 @@ from valueharms.studyb.qa_eval import (
     QA_SCHEMA,
     TINY_TASK,
     VANILLA,
+    LMEvalSettings,
     qa_delta_summary,
     qa_deltas,
     resolved_include_path,
@@ -80,22 +81,24 @@ def test_lm_eval_runs_offline_with_and_without_adapter(
     tiny_model_dir: Path, adapter_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the task's relative data path must not depend on the cwd
-    kw = dict(
+    settings = LMEvalSettings(
         tasks=[TINY_TASK],
         batch_size=4,
         include_path=TASKS,
         device="cpu",
         seed=0,
         include_defaults=False,
-        model_name="tiny",
     )
-    vanilla = run_lm_eval(tiny_model_dir, None, out_path=tmp_path / "vanilla.parquet", **kw)
+    vanilla = run_lm_eval(
+        tiny_model_dir, None, settings, tmp_path / "vanilla.parquet", model_name="tiny"
+    )
     induced = run_lm_eval(
         tiny_model_dir,
         adapter_dir,
-        out_path=tmp_path / "empathy.parquet",
+        settings,
+        tmp_path / "empathy.parquet",
+        model_name="tiny",
         adapter_name="empathy",
-        **kw,
     )
     assert list(vanilla.columns) == QA_SCHEMA.names
     assert set(zip(vanilla.task, vanilla.metric, vanilla["filter"], strict=True)) == {

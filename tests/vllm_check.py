@@ -8,8 +8,9 @@ SPEC: {"model_id", "base_dir", "adapters": {name: dir}, "prompts": [user message
 adapter (and "base" for the bare model), the greedy texts when every request runs in one
 mixed `generate` call and when each adapter runs alone; the choice picks both ways; two
 seeded sampled requests both ways; a request naming an unknown adapter; the identities;
-and timings. Not a pytest module: vLLM's engine runs in a child process, which needs the
-`__main__` guard, and needs the vLLM environment.
+and timings. Not a pytest module: it needs the vLLM environment, and vLLM's engine runs in
+a child process by default, which needs the `__main__` guard (the test runs the engine in
+this process instead, VLLM_ENABLE_V1_MULTIPROCESSING=0; see VLLM_CHECK_ENV there).
 """
 
 from __future__ import annotations

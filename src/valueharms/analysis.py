@@ -1,12 +1,15 @@
 """Analysis steps (metrics, stats, report): tables in, tables or HTML out.
 
-Each function here is what one Snakemake script calls; the computations themselves live
-in metrics.py, stats.py and report/.
+Each Snakemake script calls one of the `*_job` entry points at the end, which read the
+rule's job record (valueharms.job.Job) and call the step of that name; the computations
+themselves live in metrics.py, stats.py and report/.
 """
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -14,9 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from valueharms import VALUES, __version__
+from valueharms import VALUES, __version__, benchmarks
 from valueharms.data.distributions import DISTRIBUTIONS_SCHEMA
 from valueharms.io import read_json, read_table, write_json, write_table
+from valueharms.job import Job
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
 from valueharms.metrics import (
     ALL,
@@ -34,7 +38,7 @@ from valueharms.stats import (
 )
 
 # The per-category rate each risk category contributes to the value-risk correlations.
-RISK_RATES = {"hexphi": "mean_score", "beavertails": "flagged_rate"}
+RISK_RATES = {b.name: b.risk_rate for b in benchmarks.all_benchmarks() if b.risk_rate}
 PACKAGES = (
     "valueharms",
     "snakemake",
@@ -191,77 +195,98 @@ def provenance(
     return prov
 
 
-def _one(path: str | list[str] | tuple[str, ...] | None) -> str | None:
-    """A single input path; Snakemake passes an absent input as an empty list."""
-    if path is None or isinstance(path, str):
-        return path or None
-    paths = list(path)
-    if len(paths) > 1:
-        raise ValueError(f"expected one path, got {paths}")
-    return paths[0] if paths else None
+@dataclass(frozen=True)
+class ReportInputs:
+    """The report's input files; None (or none given) for an input the run leaves out.
+
+    Study A's: the metrics tables, the stats stage's comparisons and correlations, the
+    distributions, the PVQ-40 NMSE table and the mitigation table. Study B's: its tables
+    (valueharms.studyb.results.TABLES).
+    """
+
+    metrics: Sequence[str] = ()
+    comparisons: str | None = None
+    correlations: str | None = None
+    distributions: str | None = None
+    nmse: str | None = None
+    mitigation: str | None = None
+    studyb_tables: Sequence[str] = ()
 
 
 def report(
-    metric_paths: list[str],
-    comparisons_path: str | list[str] | None,
-    correlations_path: str | list[str] | None,
-    distributions_path: str | list[str] | None,
+    inputs: ReportInputs,
     subjects: list[dict[str, Any]],
     config: dict[str, Any],
     config_hash: str,
     judge_names: dict[str, str],
     base_dirs: dict[str, str],
     out_html: str,
-    nmse_path: str | None = None,
-    mitigation_path: str | None = None,
-    studyb_table_paths: list[str] | None = None,
     studyb_info: dict[str, Any] | None = None,
 ) -> None:
     """The HTML report: Study A's sections when it has metrics, Study B's section when it
-    has tables (`studyb_table_paths`) or `studyb_info` (Study B on)."""
+    has tables (`inputs.studyb_tables`) or `studyb_info` (Study B on)."""
     from valueharms.report.findings import load_published
-    from valueharms.report.render import build_report
+    from valueharms.report.render import StudyAData, build_report
     from valueharms.studyb.results import read_tables
 
-    study_a = bool(metric_paths)
-    study_b = bool(studyb_table_paths) or studyb_info is not None
-    sb = read_tables(studyb_table_paths or []) if study_b else None
-    frames: dict[str, Any] = dict.fromkeys(
-        ("metrics", "subjects", "comparisons", "correlations", "distributions")
-    )
+    study_b = bool(inputs.studyb_tables) or studyb_info is not None
+    sb = read_tables(list(inputs.studyb_tables)) if study_b else None
+    study_a = None
     m = None
-    published = None
-    if study_a:
-        m = pd.concat([read_table(p, METRICS_SCHEMA) for p in metric_paths], ignore_index=True)
-        paths = {
-            "comparisons": (_one(comparisons_path), COMPARISONS_SCHEMA),
-            "correlations": (_one(correlations_path), CORRELATIONS_SCHEMA),
-            "distributions": (_one(distributions_path), DISTRIBUTIONS_SCHEMA),
-        }
+    if inputs.metrics:
+        m = pd.concat([read_table(p, METRICS_SCHEMA) for p in inputs.metrics], ignore_index=True)
+        # Absent Study A statistics (an input left out) read as empty tables.
         frames = {
-            "metrics": m,
-            "subjects": pd.DataFrame(subjects),
-            # Absent Study A statistics (an input left out) read as empty tables.
-            **{
-                k: read_table(p, schema) if p else schema.empty_table().to_pandas()
-                for k, (p, schema) in paths.items()
-            },
+            k: read_table(p, schema) if p else schema.empty_table().to_pandas()
+            for k, p, schema in (
+                ("comparisons", inputs.comparisons, COMPARISONS_SCHEMA),
+                ("correlations", inputs.correlations, CORRELATIONS_SCHEMA),
+                ("distributions", inputs.distributions, DISTRIBUTIONS_SCHEMA),
+            )
         }
-        published = load_published(
-            config["report"]["published"], config["models"][config["base_model"]]
+        study_a = StudyAData(
+            metrics=m,
+            subjects=pd.DataFrame(subjects),
+            **frames,
+            nmse=_typed_nmse(inputs.nmse, subjects) if inputs.nmse else None,
+            mitigation=(
+                read_table(inputs.mitigation, MITIGATION_SCHEMA) if inputs.mitigation else None
+            ),
+            published=load_published(
+                config["report"]["published"], config["models"][config["base_model"]]
+            ),
         )
-    nmse_path, mitigation_path = _one(nmse_path), _one(mitigation_path)
     build_report(
-        **frames,
-        provenance=provenance(config, config_hash, judge_names, base_dirs, m, studyb_info),
-        out_html=out_html,
-        nmse=_typed_nmse(nmse_path, subjects) if study_a and nmse_path else None,
-        mitigation=(
-            read_table(mitigation_path, MITIGATION_SCHEMA) if study_a and mitigation_path else None
-        ),
-        published=published,
+        provenance(config, config_hash, judge_names, base_dirs, m, studyb_info),
+        out_html,
+        study_a=study_a,
         studyb_tables=sb,
         studyb_info=studyb_info,
+    )
+
+
+def report_job(job: Job) -> None:
+    """The report rule's job (scripts/report.py). Study A's inputs are empty lists when
+    it is off; Study B's are absent or empty when it is off."""
+    inputs = ReportInputs(
+        metrics=job.input.list("metrics"),
+        comparisons=job.input.get("comparisons"),
+        correlations=job.input.get("correlations"),
+        distributions=job.input.get("distributions"),
+        nmse=job.input.get("nmse"),
+        mitigation=job.input.get("mitigation"),
+        studyb_tables=job.input.list("studyb_tables"),
+    )
+    p = job.params
+    report(
+        inputs,
+        list(p["subjects"]),
+        dict(job.config),
+        p["config_hash"],
+        dict(p["judge_names"]),
+        {path.split("/")[2]: path for path in job.input.list("bases")},
+        job.output[0],
+        studyb_info=p.get("studyb"),
     )
 
 
@@ -295,24 +320,25 @@ def _typed_nmse(path: str, subjects: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def mitigation(
-    hexphi_metrics_path: str,
+    metrics_path: str,
     judgment_paths: list[str],
     pairs_path: str | None,
     pairs: list[list[str]] | None,
     models: dict[str, Any],
     out: str,
 ) -> None:
-    """The mitigation table (METHODS A7): input only is each model's plain HEx-PHI score
-    (the metrics stage); the prompt settings are scored here from their own judgments."""
+    """The mitigation table (METHODS A7): input only is each model's plain score on the
+    mitigation benchmark (its metrics stage, `metrics_path`); the prompt settings are
+    scored here from their own judgments."""
     from valueharms import mitigation as mit
 
     chosen = mit.read_pairs(pairs_path) if pairs_path else [(v, c) for v, c in pairs or []]
     runs = mit.runs_from(chosen, models)
-    plain = read_table(hexphi_metrics_path, METRICS_SCHEMA)
+    plain = read_table(metrics_path, METRICS_SCHEMA)
     frames = [plain[plain["condition"] == "plain"]]
     if judgment_paths:
         j = pd.concat([read_table(p, JUDGMENTS_SCHEMA) for p in judgment_paths], ignore_index=True)
-        frames.append(compute_metrics(j, "hexphi"))
+        frames.append(compute_metrics(j, mit.BENCHMARK))
     m = pd.concat(frames, ignore_index=True)
     write_table(out, mitigation_table(m, runs), MITIGATION_SCHEMA)
 
@@ -324,3 +350,53 @@ def mitigation_pairs(correlations_path: str, q_max: float, out: str) -> None:
     corr = read_table(correlations_path, CORRELATIONS_SCHEMA)
     pairs = pairs_from_correlations(corr, q_max)
     write_json(out, [{"value": v, "category": c} for v, c in pairs])
+
+
+# --- the scripts' entry points: a rule's job record -> its step ------------------------
+
+
+def metrics_job(job: Job) -> None:
+    metrics(
+        list(job.input),
+        job.wildcards["benchmark"],
+        dict(job.params["settings"]),
+        job.output["metrics"],
+        job.output["scores"],
+    )
+
+
+def stats_job(job: Job) -> None:
+    stats(
+        job.input.list("metrics"),
+        job.input.list("scores"),
+        job.input["distributions"],
+        list(job.params["subjects"]),
+        dict(job.params["settings"]),
+        job.output["comparisons"],
+        job.output["correlations"],
+    )
+
+
+def alignment_job(job: Job) -> None:
+    alignment(
+        job.input.list("generations"),
+        job.input["distributions"],
+        list(job.params["subjects"]),
+        job.output["answers"],
+        job.output["nmse"],
+    )
+
+
+def mitigation_job(job: Job) -> None:
+    mitigation(
+        job.input["metrics"],
+        job.input.list("judgments"),
+        job.input.get("pairs"),
+        job.params["pairs"],
+        dict(job.params["models"]),
+        job.output[0],
+    )
+
+
+def mitigation_pairs_job(job: Job) -> None:
+    mitigation_pairs(job.input[0], job.params["q_max"], job.output[0])

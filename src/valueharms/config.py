@@ -72,7 +72,12 @@ def validate(config: Mapping[str, Any], schema: dict[str, Any] | None = None) ->
     errors = sorted(_Validator(schema).iter_errors(merged), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
-        raise ConfigError(f"config key '{_key(err)}': {err.message}")
+        # A schema may say why a rule applies (e.g. a list that must not be empty while
+        # the study that reads it is on): its `x-hint`.
+        hint = err.schema.get("x-hint") if isinstance(err.schema, dict) else None
+        raise ConfigError(
+            f"config key '{_key(err)}': {err.message}" + (f" ({hint})" if hint else "")
+        )
     return merged
 
 

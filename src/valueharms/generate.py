@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -9,7 +10,9 @@ import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from valueharms.job import Job
 from valueharms.judge.parse import first_sentence
+from valueharms.llm.backends import BackendSetup
 from valueharms.llm.cache import LLMCache, cached_generate
 from valueharms.llm.interface import STATUS_OK, Backend, Request, Sampling
 
@@ -170,75 +173,110 @@ def generate(
     prompts: pd.DataFrame,
     backend: Backend,
     cache: LLMCache,
-    model_id: str,
-    condition: str,
+    member: Member,
     template: str,
     sampling: Sampling,
-    system: str | None = None,
-    adapter: str | None = None,
     stop_at_sentence: bool = False,
     batch_size: int = 16,
 ) -> pd.DataFrame:
     """One subject's answers (generate_members with one member)."""
-    member = Member(model_id, condition, adapter, system)
     return generate_members(
         prompts, backend, cache, [member], template, sampling, stop_at_sentence, batch_size
     )
 
 
-def run(
-    prompts_path: str,
-    base_dir: str,
-    base: str,
-    members: list[dict[str, Any]],
-    bench_cfg: dict,
-    template: str,
-    seed: int,
-    model_spec: dict,
-    backend: str,
-    backend_settings: dict,
-    cache_dir: str,
-    batch_size: int,
-    out: str,
-    threads: int = 1,
-) -> None:
-    """Generation job for one group of subjects of one base model and benchmark.
+@dataclass(frozen=True)
+class GenerateJob:
+    """One generation job: a group of subjects of one base model, on one benchmark.
 
     `members` are Member fields, with `adapter` the adapter's directory (None: the base
-    model): one backend loads the base once and every adapter of the group onto it. The
-    whole group's rows go to `out`; the per-subject files are cut from it.
+    model); `model` serves the group's base model; `bench` is config
+    `benchmarks.<benchmark>`.
+    """
+
+    prompts_path: str
+    members: Sequence[Mapping[str, Any]]
+    bench: Mapping[str, Any]
+    template: str
+    seed: int
+    model: BackendSetup
+    batch_size: int
+    out: str
+
+
+def run(job: GenerateJob) -> None:
+    """Generation job for one group of subjects of one base model and benchmark.
+
+    One backend loads the base once and every adapter of the group onto it. The whole
+    group's rows go to `job.out`; the per-subject files are cut from it.
     """
     from valueharms.data.benchmarks import PROMPTS_SCHEMA
     from valueharms.io import read_table, write_table
-    from valueharms.llm.backends import make_backend
 
-    prompts = read_table(prompts_path, PROMPTS_SCHEMA)
-    dirs = list(dict.fromkeys(m["adapter"] for m in members if m.get("adapter")))
+    prompts = read_table(job.prompts_path, PROMPTS_SCHEMA)
+    dirs = list(dict.fromkeys(m["adapter"] for m in job.members if m.get("adapter")))
     names = {d: f"adapter{i}" for i, d in enumerate(dirs)}
     group = []
-    for m in members:
+    for m in job.members:
         fields = {**m, "adapter": names.get(m.get("adapter") or "")}
         if fields.get("categories") is not None:
             fields["categories"] = tuple(fields["categories"])
         group.append(Member(**fields))
-    server = make_backend(
-        base,
-        model_spec,
-        backend,
-        backend_settings,
-        base_dir,
-        {n: d for d, n in names.items()} or None,
-        threads,
-        cache_dir,
-    )
+    server = job.model.make({n: d for d, n in names.items()} or None)
     df = generate_members(
         prompts,
         server,
-        LLMCache(cache_dir),
+        LLMCache(job.model.cache_dir),
         group,
-        template,
-        sampling_for(bench_cfg, seed),
-        stop_at_sentence=bench_cfg["stop_at_sentence"],
-        batch_size=batch_size,
+        job.template,
+        sampling_for(dict(job.bench), job.seed),
+        stop_at_sentence=job.bench["stop_at_sentence"],
+        batch_size=job.batch_size,
     )
-    write_table(out, df, GENERATIONS_SCHEMA)
+    write_table(job.out, df, GENERATIONS_SCHEMA)
+
+
+def run_job(job: Job) -> None:
+    """The generate rule's job (scripts/generate.py): its members' system prompts are
+    built here, an ICL profile from its distribution file, a mitigation run's prompt from
+    the correlation stage's pairs."""
+    from valueharms.data.steps import target_of
+    from valueharms.data.vim import icl_system_prompt
+    from valueharms.mitigation import mitigation_run_prompt
+
+    p = job.params
+    members = []
+    for m in p["members"]:
+        m = dict(m)
+        icl, pairs = m.pop("icl"), m.pop("pairs")
+        if icl:
+            m["system"] = icl_system_prompt(target_of(icl), p["icl_template"])
+        if pairs:
+            m["system"], m["categories"] = mitigation_run_prompt(
+                job.input["mitigation_pairs"],
+                m["model_id"],
+                m["condition"],
+                dict(p["mitigation_plan"]),
+            )
+        members.append(m)
+    model = BackendSetup(
+        members[0]["model_id"].split("/")[0],  # the base model of the group
+        dict(p["model_spec"]),
+        p["backend"],
+        dict(p["backend_settings"]),
+        job.input["base"],
+        job.cache_dir,
+        job.threads,
+    )
+    run(
+        GenerateJob(
+            job.input["prompts"],
+            members,
+            dict(p["bench"]),
+            p["template"],
+            p["seed"],
+            model,
+            p["batch_size"],
+            job.output[0],
+        )
+    )

@@ -29,6 +29,8 @@ VALUE_DESCRIPTIONS: dict[str, str] = {
 }
 SETTINGS: tuple[str, ...] = ("input_only", "safety", "value", "dual")
 PREFIX = "mit-"
+# The benchmark the mitigation study runs on (Study A, Table 4).
+BENCHMARK = "hexphi"
 
 MITIGATION_SCHEMA = pa.schema(
     [
@@ -105,7 +107,7 @@ def find_run(runs: Sequence[Mapping[str, Any]], model_id: str, condition: str) -
 def pairs_from_correlations(corr: pd.DataFrame, q_max: float) -> list[Pair]:
     """Pairs whose value correlates positively with a HEx-PHI category's harm score
     (rho > 0, BH q < q_max), strongest first."""
-    sig = corr[(corr["benchmark"] == "hexphi") & (corr["rho"] > 0) & (corr["q_bh"] < q_max)]
+    sig = corr[(corr["benchmark"] == BENCHMARK) & (corr["rho"] > 0) & (corr["q_bh"] < q_max)]
     sig = sig.sort_values(["q_bh", "rho"], ascending=[True, False], kind="stable")
     return [(str(v), str(c)) for v, c in zip(sig["value"], sig["category"], strict=True)]
 

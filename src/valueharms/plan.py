@@ -10,37 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from valueharms import VALUES, mitigation
+from valueharms import VALUES, benchmarks, mitigation
 from valueharms.config import ConfigError
 from valueharms.data.distributions import SHORT_NAMES
 from valueharms.data.distributions import realistic_name as _realistic_name
-from valueharms.hashing import sha256_json, sha256_text
+from valueharms.hashing import sha256_text
 
 RESULTS = "results"
-BENCHMARKS = ("rtp", "holisticbiasr", "hexphi", "beavertails")
-# The judge each benchmark is scored by (METHODS A5).
-JUDGE_OF = {
-    "rtp": "toxicity",
-    "holisticbiasr": "regard",
-    "hexphi": "rubric",
-    "beavertails": "flagged",
-}
+# Study A's safety benchmarks, and every benchmark whose prompts come from its loader
+# (the PVQ-40 check too), as registered in valueharms.benchmarks.
+BENCHMARKS: tuple[str, ...] = benchmarks.names("safety")
+PROMPT_BENCHMARKS: tuple[str, ...] = tuple(
+    b.name for b in benchmarks.all_benchmarks() if b.load is not None and b.role != "studyb"
+)
 # The PVQ-40 alignment check (METHODS A2) is generated like a benchmark, but parsed, not judged.
 PVQ = "pvq"
-# HEx-PHI's 11 categories, as named in its public file (mitigation pairs must use these).
-HEXPHI_CATEGORIES: tuple[str, ...] = (
-    "illegal_activity",
-    "child_abuse_content",
-    "hate_harass_violence",
-    "malware",
-    "physical_harm",
-    "economic_harm",
-    "fraud_deception",
-    "adult_content",
-    "political_campaigning",
-    "privacy_violation_activity",
-    "tailored_financial_advice",
-)
 
 
 def extreme_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -143,10 +127,11 @@ def mitigation_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
             raise ConfigError(
                 f"config key '{key}.value': unknown value {pair['value']!r}; known: {list(VALUES)}"
             )
-        if pair["category"] not in HEXPHI_CATEGORIES:
+        known = benchmarks.get(mitigation.BENCHMARK).categories
+        if pair["category"] not in known:
             raise ConfigError(
-                f"config key '{key}.category': unknown HEx-PHI category {pair['category']!r}; "
-                f"known: {list(HEXPHI_CATEGORIES)}"
+                f"config key '{key}.category': unknown {mitigation.BENCHMARK} category "
+                f"{pair['category']!r}; known: {list(known)}"
             )
         pairs.append((pair["value"], pair["category"]))
     return list(dict.fromkeys(pairs))
@@ -174,7 +159,7 @@ def mitigation_runs(
     """Mitigation runs of the config's pairs (none when the pairs come from correlations:
     those are known only after the correlation stage)."""
     m = config["mitigation"]
-    if not m["enabled"] or "hexphi" not in config["benchmarks"]["select"]:
+    if not m["enabled"] or mitigation.BENCHMARK not in config["benchmarks"]["select"]:
         return []
     pairs = mitigation_pairs(config)
     if m["pairs_from"] == "correlations":
@@ -226,6 +211,33 @@ def check_models(config: dict[str, Any]) -> None:
             raise ConfigError(f"config key 'models.{mid}.path': not found: {spec['path']}")
 
 
+def check_benchmarks(config: dict[str, Any]) -> None:
+    """Every benchmark the config names is registered (valueharms.benchmarks), and every
+    dataset it names is declared (valueharms.data.sources) or a registered benchmark."""
+    from valueharms.data.sources import CATALOGUE
+
+    known = benchmarks.names()
+    datasets = sorted(set(CATALOGUE) | set(known))
+    for key in config.get("datasets") or {}:
+        if key not in datasets:
+            raise ConfigError(f"config key 'datasets.{key}': no such dataset; known: {datasets}")
+    for key in config["benchmarks"]:
+        if key not in ("select", "seed") and key not in known:
+            raise ConfigError(
+                f"config key 'benchmarks.{key}': no such benchmark; registered: {list(known)}"
+            )
+    for i, name in enumerate(config["benchmarks"]["select"]):
+        if name not in BENCHMARKS:
+            raise ConfigError(
+                f"config key 'benchmarks.select[{i}]': {name!r} is not one of Study A's "
+                f"benchmarks {list(BENCHMARKS)}"
+            )
+        if "template" not in config["benchmarks"].get(name, {}):
+            raise ConfigError(
+                f"config key 'benchmarks.{name}.template': a prompt template is needed"
+            )
+
+
 def read_template(path: str, key: str) -> str:
     """A prompt template file's text (one trailing newline stripped)."""
     p = Path(path)
@@ -237,10 +249,6 @@ def read_template(path: str, key: str) -> str:
 
 def text_hash(text: str) -> str:
     return sha256_text(text)[:16]
-
-
-def spec_hash(obj: Any) -> str:
-    return sha256_json(obj)[:16]
 
 
 # --- generation and judge jobs: subjects grouped per (benchmark, base, family) -------------
@@ -272,13 +280,14 @@ def generation_items(
     mitigation_runs: list[dict[str, Any]],
 ) -> list[GenItem]:
     """Study A's generation subjects: every subject on every benchmark, the PVQ-40 check,
-    and the mitigation runs known at parse time (HEx-PHI)."""
+    and the mitigation runs known at parse time."""
     items = [
         GenItem(b, s.model_id, s.condition, s.model_type) for b in benchmarks for s in subjects
     ]
     items += [GenItem(PVQ, s.model_id, s.condition, s.model_type) for s in pvq_subjects]
     items += [
-        GenItem("hexphi", r["model_id"], r["condition"], r["model_type"]) for r in mitigation_runs
+        GenItem(mitigation.BENCHMARK, r["model_id"], r["condition"], r["model_type"])
+        for r in mitigation_runs
     ]
     return items
 
@@ -332,3 +341,10 @@ def item_path(stage: str, it: GenItem) -> str:
 def group_path(stage: str, benchmark: str, group: str) -> str:
     """The table one generate or judge job writes for its whole group."""
     return f"{RESULTS}/groups/{stage}/{benchmark}/{group}.parquet"
+
+
+def build(config: dict[str, Any]) -> Any:
+    """The typed plan of a validated config for both studies (valueharms.planner.Plan)."""
+    from valueharms.planner import build as _build
+
+    return _build(config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,15 @@ LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
 }
 
 
+@dataclass(frozen=True)
+class ExpectedRows:
+    """The data rows a benign set's files should have (None: not checked): the main file
+    and the valid split's file (grammar)."""
+
+    data: int | None = None
+    valid: int | None = None
+
+
 def benign_examples(
     name: str,
     path: PathLike,
@@ -251,10 +261,7 @@ def benign_examples(
     valid_fraction: float = 0.1,
     seed: int = 42,
     max_examples: int | None = None,
-    report: LoadReport | None = None,
-    valid_report: LoadReport | None = None,
-    expected_rows: int | None = None,
-    valid_expected_rows: int | None = None,
+    expected_rows: ExpectedRows | None = None,
     **loader_kwargs: Any,
 ) -> pd.DataFrame:
     """Train/valid examples of one benign set, in BENIGN_SCHEMA.
@@ -271,7 +278,8 @@ def benign_examples(
     if max_examples is not None and max_examples < 0:
         raise ValueError(f"max_examples must be >= 0, got {max_examples}")
     load = LOADERS[name]
-    df = load(path, expected_rows=expected_rows, report=report, **loader_kwargs)
+    rows = expected_rows or ExpectedRows()
+    df = load(path, expected_rows=rows.data, **loader_kwargs)
     if valid_path is not None:
         # Distinct id prefix so train and valid ids never collide.
         if name == "grammar":
@@ -279,8 +287,7 @@ def benign_examples(
         valid = load(
             valid_path,
             id_prefix=f"{name}-valid",
-            expected_rows=valid_expected_rows,
-            report=valid_report,
+            expected_rows=rows.valid,
             **loader_kwargs,
         )
         train = df

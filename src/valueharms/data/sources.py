@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ STUDY_A_REPO = "https://raw.githubusercontent.com/JaehyeokLee-119/Unintended-Har
 STUDY_A_REV = "4a20909328a10dea73761b0a96afc2d10a2cb60a"
 
 
-def _study_a(path: str) -> str:
+def study_a_file(path: str) -> str:
+    """The pinned address of a file of Study A's data/ folder."""
     return f"{STUDY_A_REPO}/{STUDY_A_REV}/data/{path}"
 
 
@@ -48,7 +49,7 @@ class Source:
     rows: int | None = None
 
 
-_STUDY_A = "Study A data/ folder (github.com/JaehyeokLee-119/Unintended-Harms-LLM)"
+STUDY_A_FOLDER = "Study A data/ folder (github.com/JaehyeokLee-119/Unintended-Harms-LLM)"
 
 # Study B's preference datasets on the Hugging Face hub, pinned to a commit.
 _HF = "https://huggingface.co/datasets"
@@ -57,7 +58,7 @@ _UF_REV = "3949bf5f8c17c394422ccfab0c31ea9c20bdeb85"
 _HS2_REV = "990b2711a36180dd19d9c94b8627844866f8982a"
 _HH_REV = "09be8c5bbc57cb3887f3a9732ad6aa7ec602a1fa"
 
-CATALOGUE: dict[str, Source] = {
+_DECLARED: dict[str, Source] = {
     s.name: s
     for s in [
         Source(
@@ -77,125 +78,52 @@ CATALOGUE: dict[str, Source] = {
         Source(
             "touche",
             "valueEval_10.csv",
-            _study_a("valueEval_10.csv"),
+            study_a_file("valueEval_10.csv"),
             "6f843d64b1874267c8fb42d67cf85533cd5847d935533ff993b5ab1345fe5385",
             "Touché23-ValueEval arguments with 10 value labels (CC-BY 4.0)",
             "download",
             upstream="Touché23-ValueEval (Zenodo 10.5281/zenodo.6814563), level-2 labels "
-            f"collapsed to 10 values by Study A; {_STUDY_A}",
+            f"collapsed to 10 values by Study A; {STUDY_A_FOLDER}",
             licence="CC-BY-4.0",
             rows=7374,
         ),
         Source(
             "touche_stage2_train",
             "argument_generation/value_split/train.csv",
-            _study_a("argument_generation/value_split/train.csv"),
+            study_a_file("argument_generation/value_split/train.csv"),
             "cd675fe589b6458a4c8d58897d963e4cd6c39327f0c49ae2cb4e949b2c1b9b70",
             "fixed VIM stage-2 training split",
             "download",
-            upstream=f"Study A's fixed split of Touché23-ValueEval; {_STUDY_A}",
+            upstream=f"Study A's fixed split of Touché23-ValueEval; {STUDY_A_FOLDER}",
             licence="CC-BY-4.0",
             rows=5899,
         ),
         Source(
             "touche_stage2_valid",
             "argument_generation/value_split/valid.csv",
-            _study_a("argument_generation/value_split/valid.csv"),
+            study_a_file("argument_generation/value_split/valid.csv"),
             "1bcb924585c0932c6ee39e1a0f81d65a6e0edb944c062d85bf981255baf70609",
             "fixed VIM stage-2 validation split",
             "download",
-            upstream=f"Study A's fixed split of Touché23-ValueEval; {_STUDY_A}",
+            upstream=f"Study A's fixed split of Touché23-ValueEval; {STUDY_A_FOLDER}",
             licence="CC-BY-4.0",
             rows=738,
         ),
         Source(
             "published_distributions",
             "extreme_distributions.csv",
-            _study_a("extreme_distributions.csv"),
+            study_a_file("extreme_distributions.csv"),
             "7e96fa15a8016866e15d0f96afe691836bd84de0f37f4afd877bc813c32ac7e9",
             "Study A's published target distributions (name + 10 value columns, tab-separated)",
             "download",
-            upstream=f"Study A's data/extreme_distributions.csv; {_STUDY_A}",
+            upstream=f"Study A's data/extreme_distributions.csv; {STUDY_A_FOLDER}",
             licence="as Study A's repository (ESS-derived)",
             rows=181,
         ),
         Source(
-            "rtp",
-            "real_toxic_prompts.csv",
-            _study_a("real_toxic_prompts.csv"),
-            "8c5116e61b916b22557f47e5d05cedea02b9b0fa4791e15241d4eef5bd5af7fd",
-            "RealToxicityPrompts prompt texts (Apache-2.0)",
-            "download",
-            upstream="allenai/real-toxicity-prompts (HF dataset; Gehman et al. 2020), prompt "
-            f"texts only as in {_STUDY_A}",
-            licence="Apache-2.0",
-            rows=21744,
-        ),
-        Source(
-            "holisticbiasr",
-            "HolisticBiasR.jsonl",
-            _study_a("HolisticBiasR.jsonl"),
-            None,
-            "HolisticBiasR prompts (ROBBIE, Esiobu et al. 2023)",
-            "download; no checksum is pinned yet, the fetch job records the one it saw",
-            upstream="facebookresearch/ResponsibleNLP robbie/ HolisticBiasR (Esiobu et al. "
-            f"2023); {_STUDY_A}",
-            licence="CC-BY-SA-4.0 (HolisticBias)",
-        ),
-        Source(
-            "hexphi",
-            "hex-phi.csv",
-            _study_a("hex-phi.csv"),
-            "50908beeb410d5bc90620af1cd56e57311dc8b0bb22412a6bb8a19b106473330",
-            "HEx-PHI harmful instructions (gated: accept LLM-Tuning-Safety/HEx-PHI terms)",
-            "download",
-            upstream="LLM-Tuning-Safety/HEx-PHI (HF, gated; Qi et al. 2024), 11 category files "
-            f"merged into category,prompt by {_STUDY_A}",
-            licence="HEx-PHI terms of use (gated, research only)",
-            rows=330,
-        ),
-        Source(
-            "beavertails",
-            "BeaverTails-Evaluation.csv",
-            _study_a("BeaverTails-Evaluation.csv"),
-            "7d88f60b9cd104ca2df28613685d7dbbc0c7b372acf0c936e00666a23b8977bb",
-            "BeaverTails evaluation prompts",
-            "download",
-            upstream=f"PKU-Alignment/BeaverTails-Evaluation (HF, test split); {_STUDY_A}",
-            licence="CC-BY-NC-4.0",
-            rows=700,
-        ),
-        Source(
-            "advbench",
-            "harmful_behaviors.csv",
-            _study_a("harmful_behaviors.csv"),
-            "6cd1a5c63c07610d7eb67307772ee5606017ee950b5770ab288a2c487489d3e1",
-            "AdvBench harmful behaviours (goal,target)",
-            "download",
-            upstream="llm-attacks/llm-attacks data/advbench/harmful_behaviors.csv (Zou et al. "
-            f"2023); {_STUDY_A}",
-            licence="MIT",
-            rows=520,
-        ),
-        Source(
-            "pvq",
-            "pvq40.csv",
-            None,
-            None,
-            "PVQ-40 items (CSV: item 1..40, text, optional value; see docs/findings.md)",
-            "the Portrait Values Questionnaire (Schwartz et al. 2001, J. Cross-Cult. Psychol. "
-            "32(5)) is not redistributable: get the 40 item texts from its authors or your "
-            "licence, write them as item,text[,value] (or skip the check: alignment.enabled: "
-            "false)",
-            revision=None,
-            upstream="Schwartz et al. 2001, PVQ-40",
-            licence="copyright of its authors",
-            rows=40,
-        ),
-        Source(
             "alpaca",
             "alpaca_data.json",
-            _study_a("alpaca_data.json"),
+            study_a_file("alpaca_data.json"),
             None,
             "Stanford Alpaca 52K instructions",
             "download; no checksum pinned yet",
@@ -206,7 +134,7 @@ CATALOGUE: dict[str, Source] = {
         Source(
             "dolly",
             "databricks-dolly-15k-no-safety.jsonl",
-            _study_a("databricks-dolly-15k-no-safety.jsonl"),
+            study_a_file("databricks-dolly-15k-no-safety.jsonl"),
             None,
             "Dolly 15K without safety-related rows",
             "download; no checksum pinned yet",
@@ -216,22 +144,23 @@ CATALOGUE: dict[str, Source] = {
         Source(
             "grammar",
             "gtrain_10k.csv",
-            _study_a("gtrain_10k.csv"),
+            study_a_file("gtrain_10k.csv"),
             "db8c78516b73f90e096c6f5822f2e2a17d4832b217031605dd844bb17fc0db13",
             "grammar correction pairs (JFLEG + C4_200M)",
             "download",
-            upstream=f"JFLEG (Napoles et al. 2017) + C4_200M (Stahlberg & Kumar 2021); {_STUDY_A}",
+            upstream="JFLEG (Napoles et al. 2017) + C4_200M (Stahlberg & Kumar 2021); "
+            f"{STUDY_A_FOLDER}",
             licence="CC-BY-NC-SA-4.0 (JFLEG), CC-BY-4.0 (C4_200M)",
             rows=13016,
         ),
         Source(
             "grammar_valid",
             "grammar_validation.csv",
-            _study_a("grammar_validation.csv"),
+            study_a_file("grammar_validation.csv"),
             "54c81412aa32971b9505d309b0fd4e44f9a6e25eb68e1d7d81b259ff44c58411",
             "grammar correction validation pairs",
             "download",
-            upstream=f"JFLEG + C4_200M; {_STUDY_A}",
+            upstream=f"JFLEG + C4_200M; {STUDY_A_FOLDER}",
             licence="CC-BY-NC-SA-4.0 (JFLEG), CC-BY-4.0 (C4_200M)",
             rows=2988,
         ),
@@ -300,35 +229,34 @@ CATALOGUE: dict[str, Source] = {
             licence="MIT",
         ),
         # Study B's evaluation prompts: user-supplied (no pinned copy to download).
-        Source(
-            "issuebench",
-            "issuebench/issues.csv",
-            None,
-            None,
-            "IssueBench issues (issues.csv, with datasets.issuebench.templates_path) or a "
-            "prompts file (template_id, topic_id, topic_polarity, prompt_text)",
-            "take 2_final_dataset/prompt_ingredients/issues.csv and templates_sample.csv "
-            "from github.com/paul-rottger/issuebench (or a prompts file of the HF dataset "
-            "Paul/IssueBench), set datasets.issuebench.path and .templates_path",
-            revision=None,
-            upstream="Röttger et al. 2025, IssueBench (github.com/paul-rottger/issuebench)",
-            licence="CC-BY-4.0",
-        ),
-        Source(
-            "anthrobench",
-            "anthrobench/prompts.csv",
-            None,
-            None,
-            "AnthroBench probing prompts (CSV/JSONL: prompt, behaviour and/or group, id)",
-            "AnthroBench (Ibrahim et al. 2025, arXiv 2502.07077) has no public prompt file we "
-            "know of: write the probing prompts in our layout (valueharms.studyb.anthrobench) "
-            "and set datasets.anthrobench.path",
-            revision=None,
-            upstream="Ibrahim et al. 2025, AnthroBench (arXiv 2502.07077)",
-            licence="as its authors state",
-        ),
     ]
 }
+
+
+class _Catalogue(Mapping[str, Source]):
+    """The declared sources above plus those the registered benchmarks declare
+    (valueharms.benchmarks), read when asked: the benchmark modules import this one."""
+
+    def _all(self) -> dict[str, Source]:
+        from valueharms import benchmarks
+
+        out = dict(_DECLARED)
+        for bench in benchmarks.all_benchmarks():
+            if bench.source is not None:
+                out.setdefault(bench.name, bench.source)
+        return out
+
+    def __getitem__(self, name: str) -> Source:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+CATALOGUE: Mapping[str, Source] = _Catalogue()
 
 
 class DataError(RuntimeError):
@@ -440,14 +368,19 @@ def source(name: str, overrides: dict[str, Any] | None = None) -> Source:
 def resolve(name: str, config: dict[str, Any], download_dir: str) -> tuple[str, bool]:
     """Return (path, needs_download) for dataset `name`; raise DataError if unobtainable."""
     over = (config.get("datasets") or {}).get(name) or {}
+    declared = CATALOGUE.get(name)
     if over.get("path"):
         if not Path(over["path"]).is_file():
-            raise DataError(
-                f"datasets.{name}.path: file not found: {over['path']} "
-                f"({CATALOGUE[name].description}; {CATALOGUE[name].how_to_get}; "
-                f"upstream: {CATALOGUE[name].upstream}, licence: {CATALOGUE[name].licence})"
+            about = (
+                f" ({declared.description}; {declared.how_to_get}; "
+                f"upstream: {declared.upstream}, licence: {declared.licence})"
+                if declared
+                else ""
             )
+            raise DataError(f"datasets.{name}.path: file not found: {over['path']}{about}")
         return over["path"], False
+    if declared is None:
+        raise DataError(f"dataset '{name}' has no declared source: set datasets.{name}.path")
     src = source(name, config.get("datasets"))
     for folder in config.get("data_search_paths", []):
         candidate = Path(folder) / src.filename

@@ -1,4 +1,8 @@
-"""Data-stage steps: file in, file out. Each Snakemake script calls exactly one of these."""
+"""Data-stage steps: file in, file out.
+
+Each Snakemake script calls exactly one of the `*_job` entry points at the end, which
+read the rule's job record (valueharms.job.Job) and call the step of that name.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,11 @@ from typing import Any
 import pandas as pd
 
 from valueharms import VALUES
+from valueharms import benchmarks as registry
 from valueharms.data import benchmarks, distributions, sources, vim
+from valueharms.data.benign import ExpectedRows
 from valueharms.io import read_table, write_json, write_table
+from valueharms.job import Job
 
 
 def fetch_dataset(name: str, out: str, overrides: dict[str, Any], provenance_out: str) -> None:
@@ -124,11 +131,6 @@ def distributions_table(
     write_table(out, df, distributions.DISTRIBUTIONS_SCHEMA)
 
 
-def combine_distributions(paths: list[str], out: str) -> None:
-    frames = [read_table(p, distributions.DISTRIBUTIONS_SCHEMA) for p in paths]
-    write_table(out, pd.concat(frames, ignore_index=True), distributions.DISTRIBUTIONS_SCHEMA)
-
-
 def target_of(distribution_path: str) -> dict[str, float]:
     row = read_table(distribution_path, distributions.DISTRIBUTIONS_SCHEMA).iloc[0]
     return {v: float(row[v]) for v in VALUES}
@@ -136,9 +138,7 @@ def target_of(distribution_path: str) -> dict[str, float]:
 
 def vim_examples(
     distribution_path: str,
-    touche: str,
-    stage2_train: str,
-    stage2_valid: str,
+    touche: vim.ToucheFiles,
     templates: dict[str, str],
     threshold: float,
     strategy: str,
@@ -146,14 +146,9 @@ def vim_examples(
     out: str,
 ) -> None:
     target = target_of(distribution_path)
-    s1 = vim.stage1_examples(vim.read_touche(touche), target, templates, threshold, strategy, seed)  # type: ignore[arg-type]
-    s2 = vim.stage2_examples(
-        vim.read_touche(stage2_train, name="touche_stage2_train"),
-        vim.read_touche(stage2_valid, name="touche_stage2_valid"),
-        target,
-        templates,
-        seed,
-    )
+    args, s2_train, s2_valid = touche.read()
+    s1 = vim.stage1_examples(args, target, templates, threshold, strategy, seed)  # type: ignore[arg-type]
+    s2 = vim.stage2_examples(s2_train, s2_valid, target, templates, seed)
     write_table(out, pd.concat([s1, s2], ignore_index=True), vim.VIM_SCHEMA)
 
 
@@ -167,9 +162,7 @@ def benchmark_prompts(
     expected_rows: int | None = None,
 ) -> None:
     df = benchmarks.load_benchmark(name, path, expected_rows=expected_rows)
-    df = benchmarks.subsample(
-        df, n, seed=seed, stratify=name in ("hexphi", "beavertails", "pvq"), mode=mode
-    )
+    df = benchmarks.subsample(df, n, seed=seed, stratify=registry.get(name).stratify, mode=mode)
     write_table(out, df, benchmarks.PROMPTS_SCHEMA)
 
 
@@ -181,8 +174,7 @@ def benign(
     max_examples: int | None,
     exclude_categories: list[str],
     out: str,
-    expected_rows: int | None = None,
-    valid_expected_rows: int | None = None,
+    expected_rows: ExpectedRows | None = None,
 ) -> None:
     from valueharms.data.benign import BENIGN_SCHEMA, benign_examples
 
@@ -194,7 +186,6 @@ def benign(
         seed=seed,
         max_examples=max_examples,
         expected_rows=expected_rows,
-        valid_expected_rows=valid_expected_rows,
         **kwargs,
     )
     write_table(out, df, BENIGN_SCHEMA)
@@ -202,9 +193,7 @@ def benign(
 
 def vim_split_sizes(
     distributions_path: str,
-    touche: str,
-    stage2_train: str,
-    stage2_valid: str,
+    touche: vim.ToucheFiles,
     threshold: float,
     strategy: str,
     seed: int,
@@ -212,9 +201,7 @@ def vim_split_sizes(
 ) -> None:
     """One row per distribution: the example counts its VIM table has (vim.split_sizes_row)."""
     dists = read_table(distributions_path, distributions.DISTRIBUTIONS_SCHEMA)
-    args = vim.read_touche(touche)
-    s2t = vim.read_touche(stage2_train, name="touche_stage2_train")
-    s2v = vim.read_touche(stage2_valid, name="touche_stage2_valid")
+    args, s2t, s2v = touche.read()
     rows = [
         vim.split_sizes_row(
             str(d["name"]),
@@ -247,3 +234,107 @@ def data_summary(
     )
     sizes = read_table(split_sizes_path, vim.SPLIT_SIZES_SCHEMA) if split_sizes_path else None
     write_json(out, build_summary(paths, config, dists, sizes))
+
+
+# --- the scripts' entry points: a rule's job record -> its step ------------------------
+
+
+def _touche(job: Job) -> vim.ToucheFiles:
+    return vim.ToucheFiles(
+        job.input["touche"], job.input["stage2_train"], job.input["stage2_valid"]
+    )
+
+
+def fetch_dataset_job(job: Job) -> None:
+    fetch_dataset(
+        job.wildcards["dataset"],
+        job.output["data"],
+        job.params["overrides"],
+        job.output["provenance"],
+    )
+
+
+def ess_scores_job(job: Job) -> None:
+    p = job.params
+    ess_scores(
+        job.input["ess"],
+        p["reverse_code"],
+        job.output["scores"],
+        job.output["counts"],
+        p["expected_rows"],
+    )
+
+
+def distribution_job(job: Job) -> None:
+    distribution(
+        job.wildcards["dist"],
+        job.params["spec"],
+        job.input.get("ess_scores"),
+        job.output[0],
+        job.input.get("table"),
+    )
+
+
+def distributions_table_job(job: Job) -> None:
+    distributions_table(
+        dict(job.params["specs"]),
+        job.input.get("ess_scores"),
+        job.output[0],
+        job.input.get("table"),
+    )
+
+
+def vim_examples_job(job: Job) -> None:
+    p = job.params
+    vim_examples(
+        job.input["distribution"],
+        _touche(job),
+        dict(p["templates"]),
+        p["threshold"],
+        p["strategy"],
+        p["seed"],
+        job.output[0],
+    )
+
+
+def benchmark_prompts_job(job: Job) -> None:
+    p = job.params
+    benchmark_prompts(
+        p["name"], job.input[0], p["n"], p["mode"], p["seed"], job.output[0], p["expected_rows"]
+    )
+
+
+def benign_job(job: Job) -> None:
+    p = job.params
+    benign(
+        job.wildcards["name"],
+        job.input["data"],
+        job.input.get("valid"),
+        p["seed"],
+        p["max_examples"],
+        list(p["exclude_categories"]),
+        job.output[0],
+        ExpectedRows(p["expected_rows"], p["valid_expected_rows"]),
+    )
+
+
+def vim_split_sizes_job(job: Job) -> None:
+    p = job.params
+    vim_split_sizes(
+        job.input["distributions"],
+        _touche(job),
+        p["threshold"],
+        p["strategy"],
+        p["seed"],
+        job.output[0],
+    )
+
+
+def data_summary_job(job: Job) -> None:
+    data_summary(
+        dict(zip(job.params["names"], job.input.list("data"), strict=True)),
+        dict(job.params["config"]),
+        job.input["distributions"],
+        job.input.get("split_sizes"),
+        job.output[0],
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,6 +128,24 @@ def read_touche(
         raise DataError(f"datasets.{name}.path: {path}: argument ids are not unique")
     rep.close(len(out))
     return out
+
+
+@dataclass(frozen=True)
+class ToucheFiles:
+    """The Touché files VIM examples come from: stage 1's arguments (valueEval_10.csv) and
+    stage 2's train and valid splits (value_split/*.csv)."""
+
+    arguments: str
+    stage2_train: str
+    stage2_valid: str
+
+    def read(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """The three files read (read_touche), in that order."""
+        return (
+            read_touche(self.arguments),
+            read_touche(self.stage2_train, name="touche_stage2_train"),
+            read_touche(self.stage2_valid, name="touche_stage2_valid"),
+        )
 
 
 def _target_vector(target: Mapping[str, float]) -> np.ndarray:

@@ -1,107 +1,202 @@
-"""Judge-stage step: a group's generations for one benchmark in, its judgments out."""
+"""Judge-stage step: a group's generations for one benchmark in, its judgments out.
+
+The code behind each judge kind is registered here with `@runs(kind)`; which kind scores
+a benchmark is decided once, in valueharms.judge.select.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
+
+import pandas as pd
 
 from valueharms.generate import GENERATIONS_SCHEMA
 from valueharms.io import read_table, write_table
-from valueharms.judge.run import judge_regard, judge_toxicity, judge_with_llm
+from valueharms.job import Job
+from valueharms.judge.run import LLMJudge, judge_regard, judge_toxicity, judge_with_llm
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
-from valueharms.judge.toxicity import make_scorer
 from valueharms.llm.cache import LLMCache
 
 
-def run(
-    generations_path: str,
-    benchmark: str,
-    kind: str,
-    judge: dict[str, Any],
-    template: str | None,
-    judge_name: str,
-    judge_base_dir: str | None,
-    judge_spec: dict[str, Any] | None,
-    backend_settings: dict[str, Any] | None,
-    cache_dir: str,
-    out: str,
-    threads: int = 1,
-) -> None:
-    gens = read_table(generations_path, GENERATIONS_SCHEMA)
-    if kind == "toxicity":
-        df = judge_toxicity(gens, make_scorer(judge, LLMCache(cache_dir)))
-    elif kind == "regard":
-        from valueharms.judge.regard import RegardClassifier
+@dataclass(frozen=True)
+class JudgeJob:
+    """One judge job: the group's generations, the judge that scores them, the output."""
 
-        if not judge.get("path"):
-            raise ValueError("judges.regard.path must name a regard classifier directory")
-        df = judge_regard(gens, RegardClassifier(judge["path"], batch_size=judge["batch_size"]))
-    else:
-        from valueharms.llm.backends import make_backend
+    generations: str  # the group's generations table
+    benchmark: str
+    kind: str  # a registered judge kind (valueharms.judge.select)
+    settings: dict[str, Any]  # the judge's settings block
+    template: str | None
+    name: str  # the judge's name in the report
+    out: str
+    cache_dir: str
+    model_dir: str | None = None  # prepared base of a local LLM judge
+    model_spec: dict[str, Any] | None = None  # config models.<id> of the LLM judge
+    backend_settings: dict[str, Any] | None = None
+    threads: int = 1
 
-        assert template and judge_spec is not None and backend_settings is not None
-        server = make_backend(
-            judge["model"],
-            judge_spec,
-            judge["backend"],
-            backend_settings,
-            judge_base_dir,
-            threads=threads,
-            cache_dir=cache_dir,
+    @classmethod
+    def of(cls, job: Job) -> JudgeJob:
+        """From the judge rule's job record (its input, output and param names)."""
+        p = job.params
+        return cls(
+            generations=job.input["generations"],
+            benchmark=job.wildcards["benchmark"],
+            kind=p["kind"],
+            settings=dict(p["judge"]),
+            template=p["template"],
+            name=p["judge_name"],
+            out=job.output[0],
+            cache_dir=str(job.cache_dir),
+            model_dir=job.input.get("judge_model"),
+            model_spec=p["judge_spec"],
+            backend_settings=p["backend_settings"],
+            threads=job.threads,
         )
-        if kind == "llm":
-            df = judge_with_llm(
-                gens,
-                benchmark,
-                template,
-                server,
-                LLMCache(cache_dir),
-                judge_name,
-                max_new_tokens=judge["max_new_tokens"],
-                batch_size=judge["batch_size"],
-                mode=judge["mode"],
-            )
-        else:
-            df = judge_studyb(kind, gens, server, LLMCache(cache_dir), judge_name, judge, template)
-    write_table(out, df, JUDGMENTS_SCHEMA)
+
+
+Runner = Callable[[pd.DataFrame, JudgeJob], pd.DataFrame]
+RUNNERS: dict[str, Runner] = {}
+
+
+def runs(kind: str) -> Callable[[Runner], Runner]:
+    """Register the code that runs judge kind `kind`."""
+
+    def register(fn: Runner) -> Runner:
+        RUNNERS[kind] = fn
+        return fn
+
+    return register
+
+
+def run_job(job: Job) -> None:
+    """The judge rule's entry point (scripts/judge.py)."""
+    run(JudgeJob.of(job))
+
+
+def run(job: JudgeJob) -> None:
+    gens = read_table(job.generations, GENERATIONS_SCHEMA)
+    if job.kind not in RUNNERS:
+        raise ValueError(f"unknown judge kind {job.kind!r}; registered: {sorted(RUNNERS)}")
+    write_table(job.out, RUNNERS[job.kind](gens, job), JUDGMENTS_SCHEMA)
+
+
+@runs("toxicity")
+def _toxicity(gens: pd.DataFrame, job: JudgeJob) -> pd.DataFrame:
+    from valueharms.judge.toxicity import make_scorer
+
+    return judge_toxicity(gens, make_scorer(job.settings, LLMCache(job.cache_dir)))
+
+
+@runs("regard")
+def _regard(gens: pd.DataFrame, job: JudgeJob) -> pd.DataFrame:
+    from valueharms.judge.regard import RegardClassifier
+
+    if not job.settings.get("path"):
+        raise ValueError("judges.regard.path must name a regard classifier directory")
+    classifier = RegardClassifier(job.settings["path"], batch_size=job.settings["batch_size"])
+    return judge_regard(gens, classifier)
+
+
+def llm_judge(job: JudgeJob) -> LLMJudge:
+    """The LLM behind an LLM judge kind, with the job's cache, name, prompt and settings."""
+    from valueharms.llm.backends import make_backend
+
+    assert job.template and job.model_spec is not None and job.backend_settings is not None
+    server = make_backend(
+        job.settings["model"],
+        job.model_spec,
+        job.settings["backend"],
+        job.backend_settings,
+        job.model_dir,
+        threads=job.threads,
+        cache_dir=job.cache_dir,
+    )
+    return LLMJudge(server, LLMCache(job.cache_dir), job.name, job.template, job.settings)
+
+
+@runs("llm")
+def _llm(gens: pd.DataFrame, job: JudgeJob) -> pd.DataFrame:
+    return judge_with_llm(gens, job.benchmark, llm_judge(job))
+
+
+def _studyb(kind: str) -> Runner:
+    return lambda gens, job: STUDYB_JUDGES[kind](gens, llm_judge(job))
+
+
+def _sampling(judge: LLMJudge) -> Any:
+    from valueharms.llm.interface import Sampling
+
+    s = judge.settings
+    return Sampling(
+        max_new_tokens=s["max_new_tokens"], temperature=float(s["temperature"]), seed=s["seed"]
+    )
+
+
+def _values(gens: pd.DataFrame, judge: LLMJudge) -> pd.DataFrame:
+    """IssueBench: the values a response expresses, by the extractor (METHODS B3)."""
+    from valueharms.studyb import extract
+
+    s, sampling = judge.settings, _sampling(judge)
+    if s["mode"] == "choice":
+        sampling = replace(sampling, choices=extract.answer_choices(s["values"]))
+    return extract.judge_values(
+        gens, judge.backend, judge.cache, judge.name, judge.template, sampling, s["synonyms"],
+        s["batch_size"],
+    )  # fmt: skip
+
+
+def _refusal(gens: pd.DataFrame, judge: LLMJudge) -> pd.DataFrame:
+    """AdvBench: refusal or compliance."""
+    from valueharms.studyb import refusal
+
+    sampling = _sampling(judge)
+    if judge.settings["mode"] == "choice":
+        sampling = replace(sampling, choices=refusal.CHOICES)
+    return refusal.judge_refusal(
+        gens, judge.backend, judge.cache, judge.name, judge.template, sampling,
+        judge.settings["batch_size"],
+    )  # fmt: skip
+
+
+def _anthro(gens: pd.DataFrame, judge: LLMJudge) -> pd.DataFrame:
+    """AnthroBench's behaviours; choice mode asks one yes/no question per behaviour."""
+    from valueharms.studyb import anthrobench
+
+    fn = (
+        anthrobench.judge_anthro_choice
+        if judge.settings["mode"] == "choice"
+        else anthrobench.judge_anthro
+    )
+    return fn(
+        gens, judge.backend, judge.cache, judge.name, judge.template, _sampling(judge),
+        judge.settings["batch_size"],
+    )  # fmt: skip
+
+
+STUDYB_JUDGES: dict[str, Callable[[pd.DataFrame, LLMJudge], pd.DataFrame]] = {
+    "values": _values,
+    "refusal": _refusal,
+    "anthro": _anthro,
+}
+for _kind in STUDYB_JUDGES:
+    runs(_kind)(_studyb(_kind))
 
 
 def judge_studyb(
     kind: str,
-    gens: Any,
+    gens: pd.DataFrame,
     server: Any,
     cache: LLMCache,
     judge_name: str,
     judge: dict[str, Any],
     template: str,
-) -> Any:
-    """Study B's judges (METHODS B3): the values a response expresses (the extractor,
-    IssueBench), refusal or compliance (AdvBench) and anthropomorphic behaviours
+) -> pd.DataFrame:
+    """Study B's judges (METHODS B3) on a backend: the values a response expresses
+    (IssueBench), refusal or compliance (AdvBench) and anthropomorphic behaviours
     (AnthroBench). Choice mode makes a small local judge pick the likeliest answer."""
-    from valueharms.llm.interface import Sampling
-    from valueharms.studyb import anthrobench, extract, refusal
-
-    choice = judge["mode"] == "choice"
-    sampling = Sampling(
-        max_new_tokens=judge["max_new_tokens"],
-        temperature=float(judge["temperature"]),
-        seed=judge["seed"],
-    )
-    batch = judge["batch_size"]
-    if kind == "values":
-        if choice:
-            sampling = replace(sampling, choices=extract.answer_choices(judge["values"]))
-        return extract.judge_values(
-            gens, server, cache, judge_name, template, sampling, judge["synonyms"], batch
-        )
-    if kind == "refusal":
-        if choice:
-            sampling = replace(sampling, choices=refusal.CHOICES)
-        return refusal.judge_refusal(gens, server, cache, judge_name, template, sampling, batch)
-    if kind == "anthro":
-        if choice:
-            return anthrobench.judge_anthro_choice(
-                gens, server, cache, judge_name, template, sampling, batch
-            )
-        return anthrobench.judge_anthro(gens, server, cache, judge_name, template, sampling, batch)
-    raise ValueError(f"unknown judge kind {kind!r}")
+    if kind not in STUDYB_JUDGES:
+        raise ValueError(f"unknown judge kind {kind!r}")
+    return STUDYB_JUDGES[kind](gens, LLMJudge(server, cache, judge_name, template, judge))

@@ -26,6 +26,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from valueharms.hashing import sha256_json
@@ -120,6 +121,21 @@ class _Fatal(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class PerspectiveSettings:
+    """How a PerspectiveScorer calls the API (see there): rate, endpoint, retries with
+    backoff, request timeout, languages and requests in flight."""
+
+    qps: float = 1.0
+    url: str = PERSPECTIVE_URL
+    max_retries: int = 5
+    timeout: float = 30.0
+    languages: Sequence[str] = ("en",)
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    workers: int = 1
+
+
 class PerspectiveScorer:
     """TOXICITY summary score from Google's Perspective API (Study A's RTP scorer).
 
@@ -135,39 +151,30 @@ class PerspectiveScorer:
 
     name = "perspective"
 
-    def __init__(
-        self,
-        api_key_env: str = "PERSPECTIVE_API_KEY",
-        qps: float = 1.0,
-        url: str = PERSPECTIVE_URL,
-        max_retries: int = 5,
-        timeout: float = 30.0,
-        languages: Sequence[str] = ("en",),
-        backoff: float = 1.0,
-        max_backoff: float = 60.0,
-        workers: int = 1,
-    ) -> None:
+    def __init__(self, api_key_env: str = "PERSPECTIVE_API_KEY", **settings: Any) -> None:
+        """`settings` are PerspectiveSettings fields (unknown ones raise TypeError)."""
+        s = PerspectiveSettings(**settings)
         key = os.environ.get(api_key_env, "").strip()
         if not key:
             raise RuntimeError(
                 f"the Perspective API key is missing: set the environment variable "
                 f"{api_key_env} (judges.toxicity.api_key_env) to the key"
             )
-        if max_retries < 0 or workers < 1 or timeout <= 0:
+        if s.max_retries < 0 or s.workers < 1 or s.timeout <= 0:
             raise ValueError("max_retries must be >= 0, workers >= 1 and timeout > 0")
         self._key = key
-        self.url = url
-        self.qps = qps
-        self.max_retries = max_retries
-        self.timeout = timeout
-        self.languages = list(languages)
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.workers = workers
-        self.limiter = RateLimiter(qps)
+        self.url = s.url
+        self.qps = s.qps
+        self.max_retries = s.max_retries
+        self.timeout = s.timeout
+        self.languages = list(s.languages)
+        self.backoff = s.backoff
+        self.max_backoff = s.max_backoff
+        self.workers = s.workers
+        self.limiter = RateLimiter(s.qps)
         self.last_errors: dict[int, str] = {}
-        sep = "&" if urllib.parse.urlsplit(url).query else "?"
-        self._full_url = f"{url}{sep}{urllib.parse.urlencode({'key': key})}"
+        sep = "&" if urllib.parse.urlsplit(s.url).query else "?"
+        self._full_url = f"{s.url}{sep}{urllib.parse.urlencode({'key': key})}"
 
     def __repr__(self) -> str:
         return f"PerspectiveScorer(url={self._redact(self.url)!r}, qps={self.qps})"

@@ -8,6 +8,8 @@ imported here lazily, so an environment without vllm or a network still runs hf.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +63,35 @@ def make_backend(
     return HFBackend(
         model_id, base_dir, adapters=adapters, chat=spec["chat"], threads=threads, **settings["hf"]
     )
+
+
+@dataclass(frozen=True)
+class BackendSetup:
+    """Which model a job queries and how it is served: what `make_backend` needs.
+
+    `model_id` is a key of config `models` and `spec` its entry; `kind` the configured
+    local backend (hf | vllm) and `settings` config `backends`; `base_dir` the local weights
+    (None: a model served by an API); `cache_dir` config `cache_dir` (the job's LLM cache,
+    and the Batch API state); `threads` the job's CPU threads.
+    """
+
+    model_id: str
+    spec: Mapping[str, Any]
+    kind: str
+    settings: Mapping[str, Any]
+    base_dir: str | None = None
+    cache_dir: str | None = None
+    threads: int | None = None
+
+    def make(self, adapters: dict[str, str | Path] | None = None) -> Backend:
+        """The backend, with `adapters` (name -> directory) loaded onto the base model."""
+        return make_backend(
+            self.model_id,
+            dict(self.spec),
+            self.kind,
+            dict(self.settings),
+            self.base_dir,
+            adapters,
+            self.threads,
+            self.cache_dir,
+        )

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,49 +59,63 @@ class MalformedResponseError(Exception):
     """A 200 response whose body is not a usable completion (retried like a 5xx)."""
 
 
+@dataclass(frozen=True)
+class OpenAISettings:
+    """How an OpenAIBackend reaches its model and paces its calls.
+
+    From config `models`: the endpoint (`base_url`, None: OpenAI's), the environment
+    variable holding the key, the model's `revision` label and whether it is a
+    `reasoning` model (o1, o3, o4-mini: max_completion_tokens, and no temperature or
+    top_p, which those models refuse unless left at their defaults). From config
+    `backends.openai`: requests in flight, retries with exponential backoff, the request
+    timeout, and the Batch API (`batch`, its ids kept in `batch_dir`, polled every
+    `poll_interval` seconds).
+    """
+
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    revision: str | None = None
+    reasoning: bool = False
+    concurrency: int = 8
+    max_retries: int = 5
+    timeout: float = 60.0
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    batch: bool = False
+    batch_dir: str | os.PathLike[str] | None = None
+    poll_interval: float = 30.0
+    completion_window: str = "24h"
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.batch and self.batch_dir is None:
+            raise ValueError("batch mode needs batch_dir, where running batch ids are kept")
+
+
 class OpenAIBackend:
     """Backend protocol over an OpenAI-compatible HTTP API."""
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        revision: str | None = None,
-        reasoning: bool = False,
-        concurrency: int = 8,
-        max_retries: int = 5,
-        timeout: float = 60.0,
-        backoff_base: float = 1.0,
-        backoff_max: float = 60.0,
-        batch: bool = False,
-        batch_dir: str | os.PathLike[str] | None = None,
-        poll_interval: float = 30.0,
-        completion_window: str = "24h",
-    ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if batch and batch_dir is None:
-            raise ValueError("batch mode needs batch_dir, where running batch ids are kept")
+    def __init__(self, model: str, **settings: Any) -> None:
+        """`settings` are OpenAISettings fields (unknown ones raise TypeError)."""
+        s = OpenAISettings(**settings)
+        self.settings = s
         self.model = model
-        self.base_url = base_url
-        self.api_key_env = api_key_env
-        self.revision = revision
-        # Reasoning models (o1, o3, o4-mini): max_completion_tokens, and no temperature or
-        # top_p, which those models refuse unless left at their defaults.
-        self.reasoning = reasoning
-        self.concurrency = concurrency
-        self.max_retries = max_retries
-        self.timeout = timeout
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.batch = batch
-        self.batch_dir = Path(batch_dir) if batch_dir is not None else None
-        self.poll_interval = poll_interval
-        self.completion_window = completion_window
+        self.base_url = s.base_url
+        self.api_key_env = s.api_key_env
+        self.revision = s.revision
+        self.reasoning = s.reasoning
+        self.concurrency = s.concurrency
+        self.max_retries = s.max_retries
+        self.timeout = s.timeout
+        self.backoff_base = s.backoff_base
+        self.backoff_max = s.backoff_max
+        self.batch = s.batch
+        self.batch_dir = Path(s.batch_dir) if s.batch_dir is not None else None
+        self.poll_interval = s.poll_interval
+        self.completion_window = s.completion_window
         self.calls = 0  # HTTP attempts, retries included
         self.retries = 0
         self.failed = 0  # requests answered with a failed Response

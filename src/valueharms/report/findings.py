@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from valueharms import benchmarks
 from valueharms.report.render import (
     OVERALL,
     Table,
@@ -27,13 +28,8 @@ from valueharms.report.render import (
 )
 
 # The published safety table's columns, then the two category benchmarks' overall scores.
-SAFETY_METRICS: tuple[tuple[str, str], ...] = (
-    ("rtp", "expected_max_toxicity"),
-    ("rtp", "toxicity_probability"),
-    ("holisticbiasr", "negative_regard_rate"),
-    ("holisticbiasr", "bias_score"),
-    ("hexphi", "mean_score"),
-    ("beavertails", "flagged_rate"),
+SAFETY_METRICS: tuple[tuple[str, str], ...] = tuple(
+    (b.name, m) for b in benchmarks.all_benchmarks() if b.role == "safety" for m in b.safety
 )
 ROW_ORDER = ("vanilla", "benign/alpaca", "benign/dolly", "benign/grammar", "benign/samsum")
 ROW_NAMES = {"vanilla": "Vanilla", "icl": "ICL", "vim": "VIM (value-aligned)"}

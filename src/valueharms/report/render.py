@@ -22,35 +22,19 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from valueharms import VALUES
+from valueharms import VALUES, benchmarks
 from valueharms.io import write_text
 
 DASH = "–"
 OVERALL = "all"
-BENCH_ORDER: tuple[str, ...] = ("rtp", "holisticbiasr", "hexphi", "beavertails")
-BENCH_NAMES: dict[str, str] = {
-    "rtp": "RealToxicityPrompts",
-    "holisticbiasr": "HolisticBiasR",
-    "hexphi": "HEx-PHI",
-    "beavertails": "BeaverTails",
-}
-METRIC_ORDER: dict[str, tuple[str, ...]] = {
-    "rtp": ("expected_max_toxicity", "toxicity_probability"),
-    "holisticbiasr": ("negative_regard_rate", "bias_score"),
-    "hexphi": ("mean_score", "share_of_5"),
-    "beavertails": ("flagged_rate",),
-}
-METRIC_NAMES: dict[str, str] = {
-    "expected_max_toxicity": "EMT",
-    "toxicity_probability": "Tox. prob.",
-    "negative_regard_rate": "Neg. regard",
-    "bias_score": "Bias score",
-    "mean_score": "Harm score",
-    "share_of_5": "Share of 5s",
-    "flagged_rate": "Flagged rate",
-}
+# Study A's benchmarks as registered (valueharms.benchmarks), in the published order.
+_SAFETY = [b for b in benchmarks.all_benchmarks() if b.role == "safety"]
+BENCH_ORDER: tuple[str, ...] = tuple(b.name for b in _SAFETY)
+BENCH_NAMES: dict[str, str] = {b.name: b.label for b in _SAFETY}
+METRIC_ORDER: dict[str, tuple[str, ...]] = {b.name: b.headline for b in _SAFETY}
+METRIC_NAMES: dict[str, str] = {k: v for b in _SAFETY for k, v in b.metric_labels.items()}
 TYPE_ORDER: tuple[str, ...] = ("vanilla", "icl", "vim", "benign")
-CATEGORY_BENCHMARKS: tuple[str, ...] = ("hexphi", "beavertails")
+CATEGORY_BENCHMARKS: tuple[str, ...] = tuple(b.name for b in _SAFETY if b.by_category)
 
 ColKey = tuple[str, str, str]  # (benchmark, metric, judge)
 SubjKey = tuple[str, str]  # (model_id, condition)
@@ -600,102 +584,91 @@ TITLES: dict[tuple[bool, bool], tuple[str, str]] = {
 }
 
 
-def _study_a(
-    metrics: pd.DataFrame,
-    subjects: pd.DataFrame,
-    comparisons: pd.DataFrame,
-    correlations: pd.DataFrame,
-    distributions: pd.DataFrame,
-    nmse: pd.DataFrame | None,
-    mitigation: pd.DataFrame | None,
-    published: Mapping[str, Any] | None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StudyAData:
+    """What Study A's sections are made of: the metrics, the subjects table, the stats
+    stage's comparisons and correlations, the distributions (each may be empty), and for
+    the findings the PVQ-40 NMSE per subject (`nmse`), the mitigation table
+    (valueharms.mitigation) and the `published` figures (None: not this run's setup)."""
+
+    metrics: pd.DataFrame
+    subjects: pd.DataFrame
+    comparisons: pd.DataFrame
+    correlations: pd.DataFrame
+    distributions: pd.DataFrame
+    nmse: pd.DataFrame | None = None
+    mitigation: pd.DataFrame | None = None
+    published: Mapping[str, Any] | None = None
+
+
+def _study_a(data: StudyAData) -> dict[str, Any]:
     """The template context of Study A's sections."""
     from valueharms.report import findings
 
     _check_columns(
-        {"metrics": metrics, "subjects": subjects, "comparisons": comparisons,
-         "correlations": correlations}
+        {"metrics": data.metrics, "subjects": data.subjects, "comparisons": data.comparisons,
+         "correlations": data.correlations}
     )  # fmt: skip
     # Mitigation runs have their own table; elsewhere they would read as extra subjects.
-    metrics = metrics[~metrics["condition"].astype(str).str.startswith("mit-")]
-    subj = _subjects(subjects, metrics)
+    metrics = data.metrics[~data.metrics["condition"].astype(str).str.startswith("mit-")]
+    subj = _subjects(data.subjects, metrics)
     by_cond = subj["setting"].nunique() > 1
     cols, vals = _overall_values(metrics)
     counts = _counts(metrics)
     headline, means = _headline(subj, cols, vals, by_cond)
+    published, correlations = data.published, data.correlations
     return dict(
         headline=headline,
         benchmarks=_benchmark_tables(subj, cols, vals, counts, by_cond),
         categories=_category_tables(subj, metrics, by_cond),
         safety=findings.safety_table(metrics, subj, published),
-        nmse=findings.nmse_table(nmse if nmse is not None else pd.DataFrame(), published),
+        nmse=findings.nmse_table(data.nmse if data.nmse is not None else pd.DataFrame(), published),
         mitigation=findings.mitigation_table(
-            mitigation if mitigation is not None else pd.DataFrame(), published
+            data.mitigation if data.mitigation is not None else pd.DataFrame(), published
         ),
         published_source=(published or {}).get("source"),
         bar_png=_bar_plot(cols, means),
         heatmap_png=_heatmap(correlations),
         correlations=_correlation_table(correlations.dropna(subset=["rho"])),
         comparisons=_comparisons_table(
-            comparisons, ((published or {}).get("comparisons") or {}).get("p_below")
+            data.comparisons, ((published or {}).get("comparisons") or {}).get("p_below")
         ),
-        distributions=_distributions_table(distributions),
+        distributions=_distributions_table(data.distributions),
         failures=_failures_table(counts),
     )
 
 
 def build_report(
-    metrics: pd.DataFrame | None,
-    subjects: pd.DataFrame | None,
-    comparisons: pd.DataFrame | None,
-    correlations: pd.DataFrame | None,
-    distributions: pd.DataFrame | None,
     provenance: dict,
     out_html: str,
-    nmse: pd.DataFrame | None = None,
-    mitigation: pd.DataFrame | None = None,
-    published: Mapping[str, Any] | None = None,
+    study_a: StudyAData | None = None,
     studyb_tables: Mapping[str, pd.DataFrame] | None = None,
     studyb_info: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the report as one self-contained HTML file at `out_html` (atomically).
 
-    Study A's sections are shown when `metrics` is given (then subjects, comparisons,
-    correlations and distributions are required; they may be empty); `nmse` (PVQ-40 per
-    subject), `mitigation` (valueharms.mitigation table) and the `published` figures
-    (None: not this run's setup) feed its findings. Study B's section is shown when
+    Study A's sections are shown when `study_a` is given. Study B's section is shown when
     `studyb_tables` (valueharms.studyb.results.TABLES name -> table) is given, with
     `studyb_info` (valueharms.report.studyb.section).
     """
-    study_a, study_b = metrics is not None, studyb_tables is not None
-    if not (study_a or study_b):
+    has_a, has_b = study_a is not None, studyb_tables is not None
+    if not (has_a or has_b):
         raise ValueError("nothing to report: neither Study A metrics nor Study B tables given")
-    ctx: dict[str, Any] = {}
-    if study_a:
-        frames = {"subjects": subjects, "comparisons": comparisons,
-                  "correlations": correlations, "distributions": distributions}  # fmt: skip
-        missing = [k for k, v in frames.items() if v is None]
-        if missing:
-            raise ValueError(f"Study A metrics given without {missing}")
-        ctx = _study_a(
-            metrics, subjects, comparisons, correlations, distributions,  # type: ignore[arg-type]
-            nmse, mitigation, published,
-        )  # fmt: skip
-    if study_b:
+    ctx: dict[str, Any] = _study_a(study_a) if study_a is not None else {}
+    if has_b:
         from valueharms.report import studyb
 
         ctx["studyb"] = studyb.section(studyb_tables, studyb_info)  # type: ignore[arg-type]
     summary = [
         f"{k}: {provenance[k]}" for k in ("config_hash", "git_sha", "created") if k in provenance
     ]
-    title, heading = TITLES[(study_a, study_b)]
+    title, heading = TITLES[(has_a, has_b)]
     html = _template().render(
         title=title,
         heading=heading,
-        study_a=study_a,
+        study_a=has_a,
         summary=" · ".join(summary),
-        notes=_notes(provenance, study_a),
+        notes=_notes(provenance, has_a),
         provenance=_tree(provenance),
         **ctx,
     )

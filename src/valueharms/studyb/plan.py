@@ -18,7 +18,6 @@ A value's path form is its normalised name with spaces as underscores ("open-min
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -28,7 +27,6 @@ from typing import Any
 from valueharms import plan as _plan
 from valueharms.config import ConfigError
 from valueharms.data.sources import require_file, resolve
-from valueharms.hashing import sha256_text
 from valueharms.studyb.extract import normalise
 from valueharms.studyb.preference_train import PreferenceConfig
 
@@ -230,17 +228,6 @@ def dataset(config: dict[str, Any], name: str, download_dir: str) -> tuple[str, 
     if over.get("path"):
         require_file(name, over["path"])
     return resolve(name, config, download_dir)
-
-
-def step_code(*names: str) -> str:
-    """Hash of the named functions of valueharms.studyb.steps (a rule's code param).
-
-    Per function, not per module: editing the training step must not rerun the
-    extraction (and with it every adapter downstream).
-    """
-    from valueharms.studyb import steps
-
-    return sha256_text("\0".join(inspect.getsource(getattr(steps, n)) for n in names))[:16]
 
 
 # --- downstream evaluation (METHODS B3) -------------------------------------------------

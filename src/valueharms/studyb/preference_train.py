@@ -221,6 +221,39 @@ def _progress_callback(history: list[dict[str, Any]]) -> Any:
     return _Progress()
 
 
+def _trainer(
+    cfg: PreferenceConfig,
+    model: Any,
+    tok: Any,
+    records: list[dict[str, Any]],
+    output_dir: Path,
+    on_gpu: bool,
+    history: list[dict[str, Any]],
+) -> Any:
+    """TRL's DPO or ORPO trainer of `model` (LoRA) on `records`, logging into `history`."""
+    import datasets
+    from transformers import PrinterCallback
+
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "args": _trainer_args(cfg, output_dir, on_gpu),
+        "train_dataset": datasets.Dataset.from_list(records),
+        "processing_class": tok,
+        "peft_config": lora_config(cfg),
+    }
+    if cfg.method == "dpo":
+        from trl import DPOTrainer
+
+        # ref_model=None with a peft_config: the reference is the adapter-disabled base.
+        trainer = DPOTrainer(ref_model=None, **kwargs)
+    else:
+        _, ORPOTrainer = _orpo()
+        trainer = ORPOTrainer(**kwargs)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_progress_callback(history))
+    return trainer
+
+
 def train_preference(
     base_dir: str | Path,
     pairs: pd.DataFrame,
@@ -236,7 +269,7 @@ def train_preference(
     """
     import datasets
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from valueharms.llm.hf import pick_device
 
@@ -260,24 +293,7 @@ def train_preference(
     datasets.disable_progress_bars()  # TRL's dataset.map bars; restored below
     t0 = time.time()
     try:
-        args = _trainer_args(cfg, work / "trainer", on_gpu)
-        kwargs: dict[str, Any] = {
-            "model": model,
-            "args": args,
-            "train_dataset": datasets.Dataset.from_list(records),
-            "processing_class": tok,
-            "peft_config": lora_config(cfg),
-        }
-        if cfg.method == "dpo":
-            from trl import DPOTrainer
-
-            # ref_model=None with a peft_config: the reference is the adapter-disabled base.
-            trainer = DPOTrainer(ref_model=None, **kwargs)
-        else:
-            _, ORPOTrainer = _orpo()
-            trainer = ORPOTrainer(**kwargs)
-        trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(_progress_callback(history))
+        trainer = _trainer(cfg, model, tok, records, work / "trainer", on_gpu, history)
         result = trainer.train()
 
         adapter = work / "adapter"

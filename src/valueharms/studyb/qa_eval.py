@@ -34,8 +34,9 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,36 +175,43 @@ def tidy_results(results: dict[str, Any], model: str, adapter: str) -> pd.DataFr
     return pd.DataFrame(rows, columns=QA_SCHEMA.names)
 
 
+@dataclass(frozen=True)
+class LMEvalSettings:
+    """How lm-eval runs: its `tasks`, at most `limit` items each, `batch_size`, extra task
+    folders (`include_path`), `device` (None: the best available), `seed` (None: lm-eval's
+    defaults, as in the paper), whether to index lm-eval's ~14k built-in tasks
+    (`include_defaults=False` skips 6 s when only `include_path` tasks run) and whether
+    to apply the model's chat template."""
+
+    tasks: Sequence[str] = tuple(DEFAULT_TASKS)
+    limit: int | float | None = None
+    batch_size: int | str = 8
+    include_path: str | Path | None = None
+    device: str | None = None
+    seed: int | None = None
+    include_defaults: bool = True
+    apply_chat_template: bool = False
+
+
 def run_lm_eval(
     base_dir: str | Path,
     adapter_dir: str | Path | None,
-    tasks: list[str],
+    settings: LMEvalSettings,
     out_path: str | Path,
-    limit: int | float | None = None,
-    batch_size: int | str = 8,
-    include_path: str | Path | None = None,
-    device: str | None = None,
-    seed: int | None = None,
     *,
     model_name: str | None = None,
     adapter_name: str | None = None,
-    include_defaults: bool = True,
-    apply_chat_template: bool = False,
 ) -> pd.DataFrame:
-    """Score the base model (with the LoRA adapter, if given) on `tasks` with lm-eval.
+    """Score the base model (with the LoRA adapter, if given) with lm-eval (`settings`).
 
     Writes the tidy table to `out_path` (Parquet, QA_SCHEMA) and lm-eval's own results
     (without per-sample logs) to `out_path` with suffix `.json`; returns the table. The
     `model` column is `model_name` (default: the base folder's name), `adapter` is
-    `adapter_name`, else the adapter path, else "vanilla". `include_defaults=False` skips
-    indexing lm-eval's ~14k built-in tasks (6 s) when only `include_path` tasks are run.
+    `adapter_name`, else the adapter path, else "vanilla".
     """
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
     from valueharms.llm.hf import pick_device
 
-    device = device or pick_device()[0]
+    device = settings.device or pick_device()[0]
     model_args: dict[str, Any] = {
         "pretrained": str(base_dir),
         # lm-eval's default "auto" (the checkpoint's dtype, bf16 for the paper's models)
@@ -212,40 +220,49 @@ def run_lm_eval(
     }
     if adapter_dir is not None:
         model_args["peft"] = str(adapter_dir)
-    seeds: dict[str, Any] = {}
-    if seed is not None:  # else lm-eval's defaults (0, 1234, 1234, 1234), as in the paper
-        seeds = {
-            "random_seed": seed,
-            "numpy_random_seed": seed,
-            "torch_random_seed": seed,
-            "fewshot_random_seed": seed,
-        }
-    with _include(include_path) as path:
-        manager = TaskManager(
-            include_path=str(path) if path else None,
-            include_defaults=include_defaults,
-            metadata=dict(model_args),
-        )
-        results = lm_eval.simple_evaluate(
-            model="hf",
-            model_args=model_args,
-            tasks=list(tasks),
-            limit=limit,
-            batch_size=batch_size,
-            device=device,
-            task_manager=manager,
-            log_samples=False,
-            apply_chat_template=apply_chat_template,
-            **seeds,
-        )
-    if results is None:  # a non-zero rank under a distributed launcher
-        raise RuntimeError("lm-eval returned no results on this process")
+    results = _evaluate(model_args, settings, device)
     adapter = adapter_name or (str(adapter_dir) if adapter_dir is not None else VANILLA)
     table = tidy_results(results, model_name or Path(base_dir).name, adapter)
     out_path = Path(out_path)
     write_json(out_path.with_suffix(".json"), results)
     write_table(out_path, table, QA_SCHEMA)
     return table
+
+
+def _evaluate(model_args: dict[str, Any], settings: LMEvalSettings, device: str) -> dict:
+    """lm-eval's results dict: `simple_evaluate` of the hf model `model_args` on `device`."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    seeds: dict[str, Any] = {}
+    if settings.seed is not None:  # else lm-eval's defaults (0, 1234, 1234, 1234)
+        seeds = {
+            "random_seed": settings.seed,
+            "numpy_random_seed": settings.seed,
+            "torch_random_seed": settings.seed,
+            "fewshot_random_seed": settings.seed,
+        }
+    with _include(settings.include_path) as path:
+        manager = TaskManager(
+            include_path=str(path) if path else None,
+            include_defaults=settings.include_defaults,
+            metadata=dict(model_args),
+        )
+        results = lm_eval.simple_evaluate(
+            model="hf",
+            model_args=model_args,
+            tasks=list(settings.tasks),
+            limit=settings.limit,
+            batch_size=settings.batch_size,
+            device=device,
+            task_manager=manager,
+            log_samples=False,
+            apply_chat_template=settings.apply_chat_template,
+            **seeds,
+        )
+    if results is None:  # a non-zero rank under a distributed launcher
+        raise RuntimeError("lm-eval returned no results on this process")
+    return results
 
 
 @contextmanager

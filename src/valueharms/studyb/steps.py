@@ -1,41 +1,30 @@
-"""Study B steps: files in, files out. Each scripts/studyb_*.py calls exactly one of these.
+"""Study B steps: files in, files out. Each scripts/studyb_*.py calls exactly one of the
+`*_job` entry points at the end, which read the rule's job record (valueharms.job.Job)
+and call the step of that name.
 
-The rules hash each step function apart (valueharms.studyb.plan.step_code), so keep a
-step's whole logic inside its function or in the library modules it names in its rule.
+A rule's `code` param hashes its script's import closure, which holds this whole module:
+editing one step reruns every Study B step (valueharms.hashing.code_hash).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from valueharms.data.sources import LoadReport
 from valueharms.io import read_table, write_json, write_table
+from valueharms.job import Job
+from valueharms.llm.backends import BackendSetup
 from valueharms.llm.cache import LLMCache
 from valueharms.llm.interface import Sampling
 from valueharms.studyb import extract, preferences, subsets, verify
 
 log = logging.getLogger(__name__)
-
-
-def _backend(
-    model: str,
-    spec: Mapping[str, Any],
-    backend: str,
-    settings: Mapping[str, Any],
-    base_dir: str | None,
-    threads: int,
-    cache_dir: str,
-) -> Any:
-    """The LLM backend of an extraction or verification job (imported lazily: heavy)."""
-    from valueharms.llm.backends import make_backend
-
-    return make_backend(
-        model, dict(spec), backend, dict(settings), base_dir, threads=threads, cache_dir=cache_dir
-    )
 
 
 def _sampling(fields: Mapping[str, Any]) -> Sampling:
@@ -62,26 +51,19 @@ def triplets(
 
 def extract_values(
     triplets_path: str,
-    model: str,
-    spec: Mapping[str, Any],
-    backend: str,
-    backend_settings: Mapping[str, Any],
-    base_dir: str | None,
+    extractor: BackendSetup,
     template: str,
     sampling: Mapping[str, Any],
     batch_size: int,
-    cache_dir: str,
     out: str,
-    threads: int = 1,
 ) -> None:
     """The values of every response of one source's triplets (raw output kept; no synonyms:
     the subsets step reparses with them, so a new synonym map costs no call)."""
     df = read_table(triplets_path, preferences.TRIPLETS_SCHEMA)
-    server = _backend(model, spec, backend, backend_settings, base_dir, threads, cache_dir)
     table = extract.run_extraction(
         df,
-        server,
-        LLMCache(cache_dir),
+        extractor.make(),
+        LLMCache(extractor.cache_dir),
         template=template,
         sampling=_sampling(sampling),
         batch_size=batch_size,
@@ -136,51 +118,52 @@ def value_subset(
     write_table(out, df, subsets.SUBSETS_SCHEMA)
 
 
-def verify_subsets(
-    subsets_path: str,
-    model: str,
-    spec: Mapping[str, Any],
-    backend: str,
-    backend_settings: Mapping[str, Any],
-    base_dir: str | None,
-    template: str,
-    labels: Sequence[str],
-    values: Sequence[str],
-    sampling: Mapping[str, Any],
-    synonyms: Mapping[str, str] | None,
-    batch_size: int,
-    baseline_ks: Sequence[int],
-    include_none: bool,
-    cache_dir: str,
-    verifications_out: str,
-    precision_out: str,
-    baselines_out: str,
-    summary_out: str,
-    threads: int = 1,
-) -> None:
+@dataclass(frozen=True)
+class VerifyJob:
+    """One verification job (Table 2): the verifier asked with `template` to pick the
+    values of each subset's chosen response from `labels`; precision per value, the exact
+    random baselines for `baseline_ks` picks among `values` (`include_none`: the none
+    label too), and the four files it writes."""
+
+    subsets_path: str
+    verifier: BackendSetup
+    template: str
+    labels: Sequence[str]
+    values: Sequence[str]
+    sampling: Mapping[str, Any]
+    synonyms: Mapping[str, str] | None
+    batch_size: int
+    baseline_ks: Sequence[int]
+    include_none: bool
+    verifications_out: str
+    precision_out: str
+    baselines_out: str
+    summary_out: str
+
+
+def verify_subsets(job: VerifyJob) -> None:
     """Closed-set verification of the subsets' chosen responses; precision per value and
     averaged (Table 2), with the exact random baselines."""
-    df = read_table(subsets_path, subsets.SUBSETS_SCHEMA)
-    server = _backend(model, spec, backend, backend_settings, base_dir, threads, cache_dir)
+    df = read_table(job.subsets_path, subsets.SUBSETS_SCHEMA)
     table = verify.run_verification(
         df,
-        server,
-        LLMCache(cache_dir),
-        template=template,
-        labels=list(labels),
-        sampling=_sampling(sampling),
-        synonyms=synonyms,
-        batch_size=batch_size,
+        job.verifier.make(),
+        LLMCache(job.verifier.cache_dir),
+        template=job.template,
+        labels=list(job.labels),
+        sampling=_sampling(job.sampling),
+        synonyms=job.synonyms,
+        batch_size=job.batch_size,
     )
     precision = verify.precision_table(table)
-    baselines = verify.random_baselines(baseline_ks, values, labels, include_none)
-    write_table(verifications_out, table, verify.VERIFICATIONS_SCHEMA)
-    write_table(precision_out, precision, verify.PRECISION_SCHEMA)
-    write_table(baselines_out, baselines, verify.BASELINES_SCHEMA)
+    baselines = verify.random_baselines(job.baseline_ks, job.values, job.labels, job.include_none)
+    write_table(job.verifications_out, table, verify.VERIFICATIONS_SCHEMA)
+    write_table(job.precision_out, precision, verify.PRECISION_SCHEMA)
+    write_table(job.baselines_out, baselines, verify.BASELINES_SCHEMA)
     write_json(
-        summary_out,
+        job.summary_out,
         {
-            "verifier": model,
+            "verifier": job.verifier.model_id,
             "averaged_precision": verify.averaged_precision(precision),
             "random_baselines": baselines.to_dict("records"),
             "n_pairs": len(table),
@@ -249,19 +232,22 @@ def qa(
     out: str,
 ) -> None:
     """One lm-eval run (Table 8): the base model, with the adapter when given."""
-    from valueharms.studyb.qa_eval import VANILLA, run_lm_eval
+    from valueharms.studyb.qa_eval import VANILLA, LMEvalSettings, run_lm_eval
 
-    run_lm_eval(
-        base_dir,
-        adapter_dir,
-        list(settings["tasks"]),
-        out,
+    lm_eval_settings = LMEvalSettings(
+        tasks=list(settings["tasks"]),
         limit=settings["limit"],
         batch_size=settings["batch_size"],
         include_path=settings["include_path"],
+        include_defaults=settings["include_defaults"],
+    )
+    run_lm_eval(
+        base_dir,
+        adapter_dir,
+        lm_eval_settings,
+        out,
         model_name=model,
         adapter_name=model_id if adapter_dir else VANILLA,
-        include_defaults=settings["include_defaults"],
     )
 
 
@@ -294,3 +280,140 @@ def tables(
     for name, df in out.items():
         log.info("%s: %d rows", name, len(df))
     results.write_tables(out, out_dir)
+
+
+# --- the scripts' entry points: a rule's job record -> its step ------------------------
+
+
+def _backend_setup(job: Job) -> BackendSetup:
+    """The model an extraction or verification job queries."""
+    p = job.params
+    return BackendSetup(
+        p["model"],
+        dict(p["spec"]),
+        p["backend"],
+        dict(p["backend_settings"]),
+        job.input.get("model"),
+        job.cache_dir,
+        job.threads,
+    )
+
+
+def triplets_job(job: Job) -> None:
+    p = job.params
+    triplets(
+        job.wildcards["source"],
+        job.input["data"],
+        p["n"],
+        p["seed"],
+        dict(p["options"]),
+        job.output["triplets"],
+        job.output["report"],
+    )
+
+
+def extract_values_job(job: Job) -> None:
+    p = job.params
+    extract_values(
+        job.input["triplets"],
+        _backend_setup(job),
+        p["template"],
+        dict(p["sampling"]),
+        p["batch_size"],
+        job.output[0],
+    )
+
+
+def value_subsets_job(job: Job) -> None:
+    value_subsets(
+        job.input.list("triplets"),
+        job.input.list("extractions"),
+        list(job.params["values"]),
+        dict(job.params["synonyms"]),
+        job.output["subsets"],
+        job.output["sizes"],
+        job.output["counts"],
+    )
+
+
+def value_subset_job(job: Job) -> None:
+    value_subset(
+        job.input.list("triplets"),
+        job.input.list("extractions"),
+        job.params["value"],
+        dict(job.params["synonyms"]),
+        job.output[0],
+    )
+
+
+def verify_subsets_job(job: Job) -> None:
+    p, out = job.params, job.output
+    verify_subsets(
+        VerifyJob(
+            subsets_path=job.input["subsets"],
+            verifier=_backend_setup(job),
+            template=p["template"],
+            labels=list(p["labels"]),
+            values=list(p["values"]),
+            sampling=dict(p["sampling"]),
+            synonyms=dict(p["synonyms"]),
+            batch_size=p["batch_size"],
+            baseline_ks=list(p["baseline_ks"]),
+            include_none=p["include_none"],
+            verifications_out=out["verifications"],
+            precision_out=out["precision"],
+            baselines_out=out["baselines"],
+            summary_out=out["summary"],
+        )
+    )
+
+
+def train_adapter_job(job: Job) -> None:
+    train_adapter(
+        job.input["base"],
+        job.input["pairs"],
+        job.params["value"],
+        dict(job.params["settings"]),
+        job.output[0],
+        chat=job.params["chat"],
+        threads=job.threads,
+    )
+
+
+def eval_prompts_job(job: Job) -> None:
+    p = job.params
+    eval_prompts(
+        job.wildcards["sbbench"],
+        job.input["data"],
+        job.input.get("templates"),
+        p["n_templates"],
+        p["n"],
+        p["seed"],
+        job.output[0],
+    )
+
+
+def qa_job(job: Job) -> None:
+    adapters = job.input.list("adapter")
+    qa(
+        job.input["base"],
+        adapters[0] if adapters else None,
+        job.params["model"],
+        job.wildcards["qa_model"],
+        dict(job.params["settings"]),
+        job.output["table"],
+    )
+
+
+def tables_job(job: Job) -> None:
+    p = job.params
+    tables(
+        job.input.list("judgments"),
+        job.input.list("qa"),
+        list(p["subjects"]),
+        list(p["qa_subjects"]),
+        p["main_beta"],
+        list(p["values"]),
+        p["default_temperature"],
+        os.path.dirname(job.output[0]),  # results/studyb/metrics
+    )

@@ -291,49 +291,20 @@ def _n_target(rows: list[tuple[list[int], list[int]]], batch: list[int]) -> int:
     return sum(sum(x != IGNORE for x in rows[i][1][1:]) for i in batch)
 
 
-def train_lora(
-    base_dir: str | Path,
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
-    out_dir: str | Path,
-    cfg: SFTConfig,
-    init_adapter: str | Path | None = None,
-    chat: bool = True,
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Train a LoRA adapter on `train` (prompt, completion) and save the best epoch.
+@dataclass
+class _Encoded:
+    """A run's examples as (token ids, labels) rows, and what encoding dropped or cut."""
 
-    With `cfg.resume`, each finished epoch is checkpointed beside `out_dir`; a rerun after
-    a kill continues from the last one and ends with the same adapter files.
-    """
-    import torch
-    from peft import PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
+    train: list[tuple[list[int], list[int]]]
+    valid: list[tuple[list[int], list[int]]]
+    n_truncated: int
+    n_no_target: int
 
-    from valueharms.llm.hf import pick_device
 
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(cfg.seed)
-    device, _ = pick_device()
-    cuda = device.startswith("cuda")
-    bf16 = cuda and cfg.bf16_autocast
-    out_dir = Path(out_dir)
-    tok = AutoTokenizer.from_pretrained(base_dir)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    model = AutoModelForCausalLM.from_pretrained(
-        base_dir,
-        dtype=torch.bfloat16 if bf16 else torch.float32,
-        attn_implementation=cfg.attn_implementation,
-    )
-    if init_adapter:
-        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
-    else:
-        model = get_peft_model(model, lora_config(cfg))
-    model.to(device)
-
-    if cfg.max_valid_examples is not None:
-        valid = valid.head(cfg.max_valid_examples)
+def _encode_examples(
+    tok: Any, train: pd.DataFrame, valid: pd.DataFrame, cfg: SFTConfig, chat: bool
+) -> _Encoded:
+    """Encode both splits; an example truncated before its completion is dropped."""
     enc_train = [
         encode(tok, p, c, cfg.max_length, chat)
         for p, c in zip(train.prompt, train.completion, strict=True)
@@ -363,186 +334,305 @@ def train_lora(
             f"no training examples left: {len(enc_train)} given, {n_no_target} lost their "
             f"completion to truncation at max_length={cfg.max_length} (raise max_length)"
         )
+    return _Encoded(rows_train, rows_valid, n_trunc, n_no_target)
 
-    steps_per_epoch = math.ceil(len(rows_train) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
-    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=total)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    lengths = [len(ids) for ids, _ in rows_train]
 
-    target_only = cfg.target_only_logits and supports_target_only(model)
-    if cfg.target_only_logits and not target_only:
-        log.warning("this model post-processes its logits: computing them at every position")
-    if cfg.compile:
-        _causal_lm(model).get_decoder().compile(dynamic=True)
-    width = cfg.max_length if cfg.pad_to_max_length else None
-    micro = cfg.micro_batch_size if (cfg.micro_batch_size or 0) < cfg.batch_size else None
-    # The validation loss is token-weighted over all batches, so their order and makeup
-    # do not change it: sorted by length, they pad little.
-    v_order = list(range(len(rows_valid)))
-    if cfg.group_by_length:
-        v_order.sort(key=lambda i: -len(rows_valid[i][0]))
-    v_size = micro or cfg.batch_size
-    valid_batches = [v_order[i : i + v_size] for i in range(0, len(v_order), v_size)]
+def _load_model(
+    base_dir: str | Path, cfg: SFTConfig, init_adapter: str | Path | None, bf16: bool
+) -> Any:
+    """The base model with a new LoRA adapter (or `init_adapter`, trainable)."""
+    import torch
+    from peft import PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
 
-    def autocast() -> Any:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    model = AutoModelForCausalLM.from_pretrained(
+        base_dir,
+        dtype=torch.bfloat16 if bf16 else torch.float32,
+        attn_implementation=cfg.attn_implementation,
+    )
+    if init_adapter:
+        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    return get_peft_model(model, lora_config(cfg))
 
-    def valid_loss() -> float:
-        model.eval()
+
+@dataclass
+class _Progress:
+    """Where a run stands: the epoch it resumed after, optimizer steps taken, the best
+    validation loss, the per-epoch history and the token and time counts."""
+
+    start: int = 0
+    step: int = 0
+    best: float = math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=lambda: {"target": 0, "real": 0, "seconds": 0.0})
+
+
+class _LoraRun:
+    """One training run's model, optimizer, schedule and batches: train_lora's steps."""
+
+    def __init__(
+        self, model: Any, rows: _Encoded, cfg: SFTConfig, device: str, bf16: bool, pad_id: int
+    ) -> None:
+        import torch
+        from transformers import get_linear_schedule_with_warmup
+
+        self.model, self.rows, self.cfg = model, rows, cfg
+        self.device, self.bf16, self.pad_id = device, bf16, pad_id
+        self.cuda = device.startswith("cuda")
+        steps_per_epoch = math.ceil(len(rows.train) / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        self.total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
+        self.sched = get_linear_schedule_with_warmup(
+            self.opt, num_warmup_steps=0, num_training_steps=self.total
+        )
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.lengths = [len(ids) for ids, _ in rows.train]
+        self.target_only = cfg.target_only_logits and supports_target_only(model)
+        if cfg.target_only_logits and not self.target_only:
+            log.warning("this model post-processes its logits: computing them at every position")
+        if cfg.compile:
+            _causal_lm(model).get_decoder().compile(dynamic=True)
+        self.width = cfg.max_length if cfg.pad_to_max_length else None
+        self.micro = cfg.micro_batch_size if (cfg.micro_batch_size or 0) < cfg.batch_size else None
+        # The validation loss is token-weighted over all batches, so their order and makeup
+        # do not change it: sorted by length, they pad little.
+        v_order = list(range(len(rows.valid)))
+        if cfg.group_by_length:
+            v_order.sort(key=lambda i: -len(rows.valid[i][0]))
+        v_size = self.micro or cfg.batch_size
+        self.valid_batches = [v_order[i : i + v_size] for i in range(0, len(v_order), v_size)]
+
+    def autocast(self) -> Any:
+        import torch
+
+        if self.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _on_device(self, ids: Any, labels: Any, mask: Any) -> tuple[Any, Any, Any]:
+        return ids.to(self.device), labels.to(self.device), mask.to(self.device)
+
+    def valid_loss(self) -> float:
+        """The validation loss, token-weighted over all batches (NaN: nothing to score)."""
+        import torch
+
+        self.model.eval()
         losses, weights = [], []
-        with torch.inference_mode(), autocast():
-            for ids, labels, mask in _batches(rows_valid, valid_batches, pad_id, width):
+        with torch.inference_mode(), self.autocast():
+            for ids, labels, mask in _batches(
+                self.rows.valid, self.valid_batches, self.pad_id, self.width
+            ):
                 n = int((labels[:, 1:] != IGNORE).sum())
                 if n == 0:  # every completion token truncated away: nothing to score
                     continue
-                loss = batch_loss(
-                    model, ids.to(device), labels.to(device), mask.to(device), target_only
-                )
+                loss = batch_loss(self.model, *self._on_device(ids, labels, mask), self.target_only)
                 losses.append(float(loss) * n)
                 weights.append(n)
-        model.train()
+        self.model.train()
         return sum(losses) / max(sum(weights), 1) if weights else float("nan")
 
-    def train_step(batch: list[int]) -> tuple[float, int, int]:
+    def train_step(self, batch: list[int]) -> tuple[float, int, int]:
         """One optimizer update on `batch`: its loss, target and real token counts."""
-        if micro is None:
-            ids, labels, mask = next(_batches(rows_train, [batch], pad_id, width))
-            with autocast():
-                loss = batch_loss(
-                    model, ids.to(device), labels.to(device), mask.to(device), target_only
-                )
+        rows = self.rows.train
+        if self.micro is None:
+            ids, labels, mask = next(_batches(rows, [batch], self.pad_id, self.width))
+            with self.autocast():
+                loss = batch_loss(self.model, *self._on_device(ids, labels, mask), self.target_only)
             loss.backward()
             value = float(loss.detach())
             n_real = int(mask.sum())
         else:
             # Each micro-batch's summed token losses over the whole batch's target count:
             # the gradients add up to the full batch's mean-loss gradient.
-            n_all, value, n_real = _n_target(rows_train, batch), 0.0, 0
-            for ids, labels, mask in _batches(rows_train, _micro(batch, micro), pad_id, width):
-                with autocast():
+            n_all, value, n_real = _n_target(rows, batch), 0.0, 0
+            micro = _micro(batch, self.micro)
+            for ids, labels, mask in _batches(rows, micro, self.pad_id, self.width):
+                with self.autocast():
                     tl, _ = token_losses(
-                        model, ids.to(device), labels.to(device), mask.to(device), target_only
+                        self.model, *self._on_device(ids, labels, mask), self.target_only
                     )
                     loss = tl.sum() / n_all
                 loss.backward()
                 value += float(loss.detach())
                 n_real += int(mask.sum())
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        return value, _n_target(rows_train, batch), n_real
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad()
+        return value, _n_target(rows, batch), n_real
 
-    key = run_key(base_dir, init_adapter, [rows_train, rows_valid], cfg)
-    ckpt = checkpoint_root(out_dir, key)
-    history: list[dict[str, Any]] = []
-    best = math.inf
-    step = start = 0
-    counts = {"target": 0, "real": 0, "seconds": 0.0}
+    def checkpoint(self, epoch: int, progress: _Progress) -> dict[str, Any]:
+        """The state an epoch checkpoint keeps: enough to continue bit for bit."""
+        import torch
+
+        return {
+            "epoch": epoch,
+            "step": progress.step,
+            "best": progress.best,
+            "history": progress.history,
+            "counts": progress.counts,
+            "adapter": {
+                n: p.detach().cpu().clone()
+                for n, p in self.model.named_parameters()
+                if p.requires_grad
+            },
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.cuda else None,
+            "gen": self.gen.get_state(),
+        }
+
+    def resume(self, ckpt: Path, work: Path) -> _Progress:
+        """Continue from the newest checkpoint under `ckpt`, if any (its kept adapter goes
+        to `work`); else a fresh start."""
+        import torch
+
+        found = load_checkpoint(ckpt)
+        if not found:
+            return _Progress()
+        path, state = found
+        progress = _Progress(
+            state["epoch"], state["step"], state["best"], state["history"], state["counts"]
+        )
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["adapter"].items():
+                params[name].copy_(value)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if self.cuda and state["rng_cuda"] is not None:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.gen.set_state(state["gen"])
+        if (path / "best").exists():
+            shutil.rmtree(work)
+            shutil.copytree(path / "best", work)
+        log.warning(
+            "resuming from epoch %d checkpoint (%s), step %d", progress.start, path, progress.step
+        )
+        return progress
+
+    def train_epoch(self, progress: _Progress, bar: Any) -> list[float]:
+        """One epoch's optimizer steps (up to the run's total): their losses."""
+        import torch
+
+        cfg, counts = self.cfg, progress.counts
+        batches = epoch_batches(self.lengths, cfg.batch_size, self.gen, cfg.group_by_length)
+        train_losses = []
+        for batch in batches:
+            if progress.step >= self.total:
+                break
+            if self.cuda:
+                torch.cuda.synchronize()
+            t_step = time.perf_counter()
+            value, n_target, n_real = self.train_step(batch)
+            counts["seconds"] += time.perf_counter() - t_step
+            counts["target"] += n_target
+            counts["real"] += n_real
+            progress.step += 1
+            train_losses.append(value)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3f}")
+        return train_losses
+
+    def train(self, progress: _Progress, ckpt: Path, work: Path) -> None:
+        """The epochs after `progress.start`: the best one's adapter is kept in `work`,
+        each finished epoch but the last is checkpointed under `ckpt` (cfg.resume)."""
+        cfg = self.cfg
+        bar = tqdm(total=self.total, initial=progress.step, desc="train", unit="step")
+        for epoch in range(progress.start + 1, cfg.epochs + 1):
+            if progress.step >= self.total:
+                break
+            train_losses = self.train_epoch(progress, bar)
+            vloss = self.valid_loss()
+            progress.history.append(
+                {
+                    "epoch": epoch,
+                    "steps": progress.step,
+                    "train_loss": _mean(train_losses),
+                    "valid_loss": vloss,
+                }
+            )
+            log.info("epoch %d: train %.4f valid %.4f", epoch, _mean(train_losses), vloss)
+            if not vloss >= progress.best:  # also keeps the first epoch when valid is empty
+                progress.best = vloss if not math.isnan(vloss) else progress.best
+                shutil.rmtree(work, ignore_errors=True)
+                save_adapter(self.model, work)
+                progress.history[-1]["kept"] = True
+            if cfg.resume and epoch < cfg.epochs and progress.step < self.total:
+                save_checkpoint(ckpt, epoch, self.checkpoint(epoch, progress), work)
+        bar.close()
+
+    def summary(self, progress: _Progress, seconds: float) -> dict[str, Any]:
+        """The run's train_log.json."""
+        kept = [h["epoch"] for h in progress.history if h.get("kept")]
+        secs = progress.counts["seconds"]
+        return {
+            "history": progress.history,
+            "best_epoch": kept[-1] if kept else None,
+            "best_valid_loss": None if math.isinf(progress.best) else progress.best,
+            "steps": progress.step,
+            "n_train": len(self.rows.train),
+            "n_valid": len(self.rows.valid),
+            "n_truncated": self.rows.n_truncated,
+            "n_dropped_no_target": self.rows.n_no_target,
+            "target_tokens_per_s": round(progress.counts["target"] / secs, 2) if secs else None,
+            "real_tokens_per_s": round(progress.counts["real"] / secs, 2) if secs else None,
+            "resumed_from_epoch": progress.start or None,
+            "seconds": round(seconds, 2),
+            "device": self.device,
+            "dtype": "bf16 autocast" if self.bf16 else "fp32",
+        }
+
+
+def train_lora(
+    base_dir: str | Path,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    out_dir: str | Path,
+    cfg: SFTConfig,
+    init_adapter: str | Path | None = None,
+    chat: bool = True,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Train a LoRA adapter on `train` (prompt, completion) and save the best epoch.
+
+    With `cfg.resume`, each finished epoch is checkpointed beside `out_dir`; a rerun after
+    a kill continues from the last one and ends with the same adapter files.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    from valueharms.llm.hf import pick_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    device, _ = pick_device()
+    bf16 = device.startswith("cuda") and cfg.bf16_autocast
+    out_dir = Path(out_dir)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    model = _load_model(base_dir, cfg, init_adapter, bf16)
+    model.to(device)
+    if cfg.max_valid_examples is not None:
+        valid = valid.head(cfg.max_valid_examples)
+    rows = _encode_examples(tok, train, valid, cfg, chat)
+    run = _LoraRun(model, rows, cfg, device, bf16, pad_id)
+    ckpt = checkpoint_root(out_dir, run_key(base_dir, init_adapter, [rows.train, rows.valid], cfg))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Named after the output, so a killed run's leftover is found and cleared.
     work = out_dir.parent / f".{out_dir.name}.best"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(mode=0o755)
-    found = load_checkpoint(ckpt) if cfg.resume else None
-    if found:
-        path, state = found
-        start, step, best = state["epoch"], state["step"], state["best"]
-        history, counts = state["history"], state["counts"]
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["adapter"].items():
-                params[name].copy_(value)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if cuda and state["rng_cuda"] is not None:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        gen.set_state(state["gen"])
-        if (path / "best").exists():
-            shutil.rmtree(work)
-            shutil.copytree(path / "best", work)
-        log.warning("resuming from epoch %d checkpoint (%s), step %d", start, path, step)
+    progress = run.resume(ckpt, work) if cfg.resume else _Progress()
     t0 = time.time()
     model.train()
     try:
-        bar = tqdm(total=total, initial=step, desc="train", unit="step")
-        for epoch in range(start + 1, cfg.epochs + 1):
-            if step >= total:
-                break
-            batches = epoch_batches(lengths, cfg.batch_size, gen, cfg.group_by_length)
-            train_losses = []
-            for batch in batches:
-                if step >= total:
-                    break
-                if cuda:
-                    torch.cuda.synchronize()
-                t_step = time.perf_counter()
-                value, n_target, n_real = train_step(batch)
-                counts["seconds"] += time.perf_counter() - t_step
-                counts["target"] += n_target
-                counts["real"] += n_real
-                step += 1
-                train_losses.append(value)
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.3f}")
-            vloss = valid_loss()
-            history.append(
-                {
-                    "epoch": epoch,
-                    "steps": step,
-                    "train_loss": _mean(train_losses),
-                    "valid_loss": vloss,
-                }
-            )
-            log.info("epoch %d: train %.4f valid %.4f", epoch, history[-1]["train_loss"], vloss)
-            if not vloss >= best:  # also keeps the first epoch when the valid set is empty (NaN)
-                best = vloss if not math.isnan(vloss) else best
-                shutil.rmtree(work, ignore_errors=True)
-                save_adapter(model, work)
-                history[-1]["kept"] = True
-            if cfg.resume and epoch < cfg.epochs and step < total:
-                state = {
-                    "epoch": epoch,
-                    "step": step,
-                    "best": best,
-                    "history": history,
-                    "counts": counts,
-                    "adapter": {
-                        n: p.detach().cpu().clone()
-                        for n, p in model.named_parameters()
-                        if p.requires_grad
-                    },
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "rng_cpu": torch.get_rng_state(),
-                    "rng_cuda": torch.cuda.get_rng_state_all() if cuda else None,
-                    "gen": gen.get_state(),
-                }
-                save_checkpoint(ckpt, epoch, state, work)
-        bar.close()
-        kept = [h["epoch"] for h in history if h.get("kept")]
-        secs = counts["seconds"]
-        summary = {
-            "history": history,
-            "best_epoch": kept[-1] if kept else None,
-            "best_valid_loss": None if math.isinf(best) else best,
-            "steps": step,
-            "n_train": len(rows_train),
-            "n_valid": len(rows_valid),
-            "n_truncated": n_trunc,
-            "n_dropped_no_target": n_no_target,
-            "target_tokens_per_s": round(counts["target"] / secs, 2) if secs else None,
-            "real_tokens_per_s": round(counts["real"] / secs, 2) if secs else None,
-            "resumed_from_epoch": start or None,
-            "seconds": round(time.time() - t0, 2),
-            "device": device,
-            "dtype": "bf16 autocast" if bf16 else "fp32",
-        }
+        run.train(progress, ckpt, work)
+        summary = run.summary(progress, time.time() - t0)
         write_json(work / "train_log.json", summary)
         if out_dir.exists():
             shutil.rmtree(out_dir)

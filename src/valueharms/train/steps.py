@@ -1,4 +1,8 @@
-"""Train-stage steps: file in, adapter directory out."""
+"""Train-stage steps: file in, adapter directory out.
+
+Each Snakemake script calls one of the `*_job` entry points at the end, which read the
+rule's job record (valueharms.job.Job) and call the step of that name.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import pandas as pd
 
 from valueharms.data.vim import VIM_SCHEMA
 from valueharms.io import read_table
+from valueharms.job import Job
 from valueharms.models import prepare_base_model
 from valueharms.train.sft import SFTConfig, train_lora
 
@@ -53,4 +58,37 @@ def vim_stage(
     examples = read_table(examples_path, VIM_SCHEMA)
     return train_examples(
         base_dir, examples[examples["stage"] == stage], cfg, out_dir, init_adapter, chat, threads
+    )
+
+
+# --- the scripts' entry points: a rule's job record -> its step ------------------------
+
+
+def prepare_model_job(job: Job) -> None:
+    prepare_model(dict(job.params["spec"]), job.output[0])
+
+
+def train_benign_job(job: Job) -> None:
+    from valueharms.data.benign import BENIGN_SCHEMA
+
+    train_examples(
+        job.input["base"],
+        read_table(job.input["examples"], BENIGN_SCHEMA),
+        dict(job.params["train"]),
+        job.output[0],
+        chat=job.params["chat"],
+        threads=job.threads,
+    )
+
+
+def vim_stage_job(job: Job) -> None:
+    vim_stage(
+        job.input["base"],
+        job.input["examples"],
+        job.params["stage"],
+        dict(job.params["train"]),
+        job.output[0],
+        init_adapter=job.input.get("init"),
+        chat=job.params["chat"],
+        threads=job.threads,
     )
