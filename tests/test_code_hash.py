@@ -161,6 +161,15 @@ def test_closure_of_the_real_scripts() -> None:
         assert "valueharms/generate.py" not in import_closure(f"scripts/{script}.py", base=ROOT)
 
 
+def test_a_registry_package_brings_every_module_it_lists() -> None:
+    """valueharms.benchmarks imports its modules by listing itself: the metrics stage's
+    closure holds every benchmark module, so editing one reruns its metrics."""
+    metrics = import_closure("scripts/metrics.py", base=ROOT)
+    found = {Path(k).name for k in metrics if k.startswith("valueharms/benchmarks/")}
+    listed = {p.name for p in (ROOT / "src/valueharms/benchmarks").glob("*.py")}
+    assert found == listed and "hexphi.py" in found
+
+
 def rules_by_name() -> dict[str, str]:
     text = "\n".join(p.read_text() for p in sorted((ROOT / "rules").glob("*.smk")))
     starts = list(re.finditer(r"^\s*(?:rule|checkpoint) (\w+):", text, flags=re.M))

@@ -72,7 +72,7 @@ def import_closure(
 
 def clear_code_cache() -> None:
     """Forget every cached parse and closure (for files edited within one process)."""
-    for f in (_closure, _closure_digest, _module_files, _parsed):
+    for f in (_closure, _closure_digest, _module_files, _parsed, _discovers_modules):
         f.cache_clear()
 
 
@@ -113,6 +113,12 @@ def _closure(roots: tuple[str, ...], base: str, pkg: Path) -> tuple[tuple[str, P
         for mod in _parsed(path)[1]:
             for target in _resolve(mod, name, path, pkg):
                 todo.extend(_module_files(target, pkg))
+        if name and path.name == "__init__.py" and _discovers_modules(path):
+            # A registry package imports its modules by listing itself (the benchmarks):
+            # every module in it is part of what importing it runs.
+            for sub in sorted(path.parent.glob("*.py")):
+                if sub.name != "__init__.py":
+                    todo.extend(_module_files(f"{name}.{sub.stem}", pkg))
     return tuple(sorted(files.items()))
 
 
@@ -175,6 +181,12 @@ def _resolve(
         base = base[: len(base) - (level - 1)]
         module = ".".join([*base, *([module] if module else [])])
     return [module, *(f"{module}.{n}" for n in names if n != "*")]
+
+
+@functools.cache
+def _discovers_modules(init: Path) -> bool:
+    """Whether a package's __init__.py imports its own modules by listing the package."""
+    return "iter_modules(__path__)" in init.read_text("utf-8")
 
 
 @functools.cache
