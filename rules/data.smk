@@ -9,10 +9,22 @@ SUMMARY_DATA = {
     **{name: DATA[name][0] for name in DATA},
     **{
         name: path
-        for name in ("advbench", "published_distributions")
+        for name in (*sbplan.LOADED, "published_distributions")
         if (path := local_path(name, config))
     },
 }
+
+
+def prompt_data(name):
+    """A benchmark's file for benchmark_prompts: Study A's plan's, else Study B's (the
+    evaluation benchmarks read by their loader), else the local one."""
+    if name in DATA:
+        return dataset(name)
+    if name in SBP.data:
+        return SBP.data[name][0]
+    return require_local(name, config)
+
+
 REALISTIC = any(s["kind"] == "realistic" for s in DISTS.values()) and not DIST_TABLE
 
 
@@ -141,7 +153,7 @@ rule vim_examples:
 
 rule benchmark_prompts:
     input:
-        lambda w: dataset(w.benchmark),
+        lambda w: prompt_data(w.benchmark),
     output:
         "results/data/benchmarks/{benchmark}.parquet",
     log:
@@ -149,7 +161,7 @@ rule benchmark_prompts:
     benchmark:
         "benchmarks/data/benchmark_{benchmark}.tsv"
     wildcard_constraints:
-        benchmark="|".join(plan.PROMPT_BENCHMARKS),
+        benchmark="|".join(plan.PROMPT_BENCHMARKS + sbplan.LOADED),
     conda:
         "../envs/data.yaml"
     resources:
@@ -190,35 +202,6 @@ rule benign_examples:
         code=code("scripts/benign_examples.py"),
     script:
         "../scripts/benign_examples.py"
-
-
-rule advbench_prompts:
-    input:
-        lambda w: (
-            SBP.data["advbench"][0]
-            if "advbench" in SBP.data
-            else require_local("advbench", config)
-        ),
-    output:
-        "results/data/benchmarks/advbench.parquet",
-    log:
-        "logs/data/benchmark_advbench.log",
-    benchmark:
-        "benchmarks/data/benchmark_advbench.tsv"
-    conda:
-        "../envs/data.yaml"
-    resources:
-        mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
-    params:
-        name="advbench",
-        n=config["benchmarks"]["advbench"]["n_prompts"],
-        mode=config["benchmarks"]["advbench"]["subsample"],
-        seed=config["benchmarks"]["seed"],
-        expected_rows=_expected_rows("advbench", config),
-        code=code("scripts/benchmark_prompts.py"),
-    script:
-        "../scripts/benchmark_prompts.py"
 
 
 # Example counts of every distribution's VIM table, computed in one job from the same

@@ -227,11 +227,7 @@ SB_QA_IDS = [q["model_id"] for q in SBP.qa]
 rule studyb_prompts:
     input:
         data=lambda w: SBP.data[w.sbbench][0],
-        templates=lambda w: (
-            config["datasets"].get("issuebench", {}).get("templates_path") or []
-            if w.sbbench == "issuebench"
-            else []
-        ),
+        templates=lambda w: sbplan.prompt_templates(config, w.sbbench),
     output:
         "results/data/benchmarks/{sbbench}.parquet",
     log:
@@ -239,16 +235,14 @@ rule studyb_prompts:
     benchmark:
         "benchmarks/data/benchmark_{sbbench}.tsv"
     wildcard_constraints:
-        sbbench="issuebench|anthrobench",
+        sbbench="|".join(sbplan.OWN_PROMPTS),
     conda:
         "../envs/data.yaml"
     resources:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
     params:
-        n_templates=lambda w: (
-            SB["eval"]["issuebench_templates"] if w.sbbench == "issuebench" else None
-        ),
+        n_templates=lambda w: sbplan.n_templates(config, w.sbbench),
         n=lambda w: config["benchmarks"][w.sbbench]["n_prompts"],
         seed=config["benchmarks"]["seed"],
         code=code("scripts/studyb_prompts.py"),
@@ -304,7 +298,7 @@ rule studyb_metrics:
         qa_subjects=SBP.qa,
         main_beta=sbplan.main_beta(config) if SBP.eval else None,
         values=list(SBP.values.values()),
-        default_temperature=config["benchmarks"]["issuebench"]["temperature"],
+        default_temperature=config["benchmarks"][sbplan.EXPRESSION]["temperature"],
         code=code("scripts/studyb_metrics.py"),
     script:
         "../scripts/studyb_metrics.py"

@@ -26,20 +26,7 @@ def files_naming(name: str) -> list[str]:
     return [str(p.relative_to(ROOT)) for p in CODE if word.search(p.read_text(encoding="utf-8"))]
 
 
-# Study B's three and PVQ-40 still have code in their study's modules (valueharms.studyb,
-# valueharms.pvq) that names them; strict, so the mark must go when they move.
-SPREAD = {"advbench", "anthrobench", "issuebench", "pvq"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="not yet in one module"))
-        if n in SPREAD
-        else n
-        for n in benchmarks.names()
-    ],
-)
+@pytest.mark.parametrize("name", benchmarks.names())
 def test_a_benchmark_is_named_in_at_most_three_files(name: str) -> None:
     where = files_naming(name)
     assert len(where) <= 3, f"{name} appears in {len(where)} files: {where}"
@@ -58,3 +45,14 @@ def test_registered_benchmarks_are_complete() -> None:
 def test_unknown_benchmark_is_an_error_naming_the_registry() -> None:
     with pytest.raises(ValueError, match="unknown benchmark 'nosuch'; registered: "):
         benchmarks.get("nosuch")
+
+
+def test_study_b_benchmarks_by_judge_kind_in_the_published_order() -> None:
+    studyb = benchmarks.names("studyb")
+    assert [benchmarks.get(n).label for n in studyb] == ["IssueBench", "AdvBench", "AnthroBench"]
+    assert [benchmarks.by_judge(k) for k in ("values", "refusal", "anthro")] == list(studyb)
+    assert benchmarks.module(benchmarks.by_judge("refusal")).judge_refusal
+    (alignment,) = benchmarks.names("alignment")
+    assert benchmarks.module(alignment).nmse_table
+    with pytest.raises(ValueError, match="0 studyb benchmarks are judged by 'toxicity'"):
+        benchmarks.by_judge("toxicity")

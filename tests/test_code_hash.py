@@ -154,8 +154,8 @@ def test_closure_of_the_real_scripts() -> None:
         assert f"valueharms/{f}" in gen
     # The judge of each Study B benchmark is reached from the judge stage's script.
     judge = import_closure("scripts/judge.py", base=ROOT)
-    for f in ("extract.py", "refusal.py", "anthrobench.py"):
-        assert f"valueharms/studyb/{f}" in judge
+    for f in ("studyb/extract.py", "benchmarks/advbench.py", "benchmarks/anthrobench.py"):
+        assert f"valueharms/{f}" in judge
     # Upstream stages do not run generation code.
     for script in ("vim_examples", "train_vim", "prepare_base_model", "benchmark_prompts"):
         assert "valueharms/generate.py" not in import_closure(f"scripts/{script}.py", base=ROOT)
@@ -246,14 +246,24 @@ def test_editing_a_helper_reruns_exactly_the_jobs_that_run_it(
     assert out.returncode == 0, out.stderr + out.stdout
     assert job_counts(out.stdout) == {}, out.stdout
 
-    # judge.parse.first_sentence: scripts/generate.py reaches it only through
-    # valueharms.generate. Its edit reruns what forcing the generate jobs reruns.
-    forced = job_counts(smk(wf, "-n", "-R", "generate", "--", target).stdout)
-    assert forced["generate"] >= 1 and "train_vim_stage2" not in forced
-    parse = lib / "judge" / "parse.py"
-    head, tail = parse.read_text().split("def first_sentence(", 1)
-    assert 'return ""' in tail
-    parse.write_text(head + "def first_sentence(" + tail.replace('return ""', "return str()", 1))
+    # The regard classifier: scripts/judge.py reaches it only through
+    # valueharms.judge.steps, which imports it inside a function. Its edit reruns what
+    # forcing the rules whose scripts import it (directly or not) reruns: the judge jobs
+    # and what follows them.
+    regard = "valueharms/judge/regard.py"
+    dependent = [
+        name
+        for name, body in rules_by_name().items()
+        if (m := re.search(r'script:\s*"\.\./(scripts/\w+\.py)"', body))
+        and regard in import_closure(m.group(1), base=ROOT)
+    ]
+    assert dependent == ["judge"]
+    forced = job_counts(smk(wf, "-n", "-R", "judge", "--", target).stdout)
+    assert forced["judge"] >= 1 and "generate" not in forced
+    path = wf / "src" / regard
+    text = path.read_text()
+    assert "        return out\n" in text
+    path.write_text(text.replace("        return out\n", "        return list(out)\n", 1))
     out = smk(wf, "-n", "--", target)
     assert out.returncode == 0, out.stderr + out.stdout
     assert job_counts(out.stdout) == forced

@@ -10,15 +10,7 @@ import pytest
 from paths import DEMO, PROMPTS
 
 from valueharms import VALUES
-from valueharms.config import ConfigError
-from valueharms.data.benchmarks import PROMPTS_SCHEMA
-from valueharms.data.vim import PVQ_OPTIONS
-from valueharms.generate import GENERATIONS_SCHEMA, build_requests
-from valueharms.io import conform
-from valueharms.judge.schema import JUDGMENTS_SCHEMA
-from valueharms.llm.interface import Sampling
-from valueharms.plan import Subject
-from valueharms.pvq import (
+from valueharms.benchmarks.pvq import (
     NMSE_BY_TYPE_SCHEMA,
     NMSE_SCHEMA,
     PVQ40_KEY,
@@ -33,6 +25,14 @@ from valueharms.pvq import (
     targets_from_table,
     value_means,
 )
+from valueharms.config import ConfigError
+from valueharms.data.benchmarks import PROMPTS_SCHEMA
+from valueharms.data.vim import PVQ_OPTIONS
+from valueharms.generate import GENERATIONS_SCHEMA, build_requests
+from valueharms.io import conform
+from valueharms.judge.schema import JUDGMENTS_SCHEMA
+from valueharms.llm.interface import Sampling
+from valueharms.plan import Subject
 
 FIXTURE = DEMO / "pvq40.csv"
 

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from valueharms.benchmarks import advbench as rf
+from valueharms.benchmarks import anthrobench as ab
+from valueharms.benchmarks import issuebench as ib
 from valueharms.data.benchmarks import PROMPTS_SCHEMA
 from valueharms.data.sources import DataError, LoadReport
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
 from valueharms.llm.cache import LLMCache
-from valueharms.studyb import anthrobench as ab
 from valueharms.studyb import expression as ex
 from valueharms.studyb import induction as ind
-from valueharms.studyb import issuebench as ib
-from valueharms.studyb import refusal as rf
 
 FIX = Path(__file__).parent / "fixtures" / "studyb_eval"
 

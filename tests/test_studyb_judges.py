@@ -10,13 +10,14 @@ import pandas as pd
 from paths import ROOT
 from test_studyb_eval import _gens
 
+from valueharms.benchmarks import advbench as refusal
+from valueharms.benchmarks import anthrobench as ab
 from valueharms.data.benchmarks import PROMPTS_SCHEMA
 from valueharms.io import read_table
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
 from valueharms.judge.steps import judge_studyb
 from valueharms.llm.cache import LLMCache
-from valueharms.studyb import anthrobench as ab
-from valueharms.studyb import extract, refusal, results, steps
+from valueharms.studyb import extract, results, steps
 
 DEMO = ROOT / "resources" / "demo" / "studyb"
 SETTINGS = {"max_new_tokens": 32, "temperature": 0.2, "seed": 3, "batch_size": 4}

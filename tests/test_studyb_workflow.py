@@ -90,7 +90,7 @@ def test_study_b_dry_run_lists_every_adapter(wf: Path) -> None:
     # 2 (Nemo-Instruct: 5, with the temperatures) and 1 per other beta, ORPO 1; the others 2.
     issuebench = N_MODELS * (1 + 2 + (N_BETAS - 1)) + 3 + 1
     assert c["generate"] == c["judge"] == issuebench + 2 * 2 * N_MODELS
-    assert c["studyb_prompts"] == 2 and c["advbench_prompts"] == 1
+    assert c["studyb_prompts"] == 2 and c["benchmark_prompts"] == 1  # AdvBench: its loader
     assert c["studyb_qa"] == N_MODELS * (1 + N_VALUES)  # vanilla + DPO at beta 0.1 (Table 8)
     adapters = [o for o in planned_outputs(out.stdout) if o.endswith("/adapter")]
     assert len(adapters) == len(set(adapters)) == c["studyb_train"]

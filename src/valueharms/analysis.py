@@ -298,22 +298,22 @@ def alignment(
     out_nmse: str,
 ) -> None:
     """PVQ-40 check (METHODS A2): parse the answers, then NMSE per subject and target."""
-    from valueharms import pvq
+    from valueharms.benchmarks import pvq as alignment
     from valueharms.generate import GENERATIONS_SCHEMA
     from valueharms.plan import Subject
 
     g = pd.concat([read_table(p, GENERATIONS_SCHEMA) for p in generation_paths], ignore_index=True)
-    answers = pvq.judge_pvq(g)
+    answers = alignment.judge_pvq(g)
     write_table(out_answers, answers, JUDGMENTS_SCHEMA)
     dists = read_table(distributions_path, DISTRIBUTIONS_SCHEMA)
     subj = [Subject(**s) for s in subjects]
-    pairs = pvq.alignment_pairs(subj, dists["name"])
-    table = pvq.nmse_table(answers, pvq.targets_from_table(dists), pairs)
-    write_table(out_nmse, table, pvq.NMSE_SCHEMA)
+    pairs = alignment.alignment_pairs(subj, dists["name"])
+    table = alignment.nmse_table(answers, alignment.targets_from_table(dists), pairs)
+    write_table(out_nmse, table, alignment.NMSE_SCHEMA)
 
 
 def _typed_nmse(path: str, subjects: list[dict[str, Any]]) -> pd.DataFrame:
-    from valueharms.pvq import NMSE_SCHEMA
+    from valueharms.benchmarks.pvq import NMSE_SCHEMA
 
     types = pd.DataFrame(subjects)[["model_id", "condition", "model_type"]]
     return read_table(path, NMSE_SCHEMA).merge(types, on=["model_id", "condition"])

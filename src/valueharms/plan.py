@@ -23,8 +23,9 @@ BENCHMARKS: tuple[str, ...] = benchmarks.names("safety")
 PROMPT_BENCHMARKS: tuple[str, ...] = tuple(
     b.name for b in benchmarks.all_benchmarks() if b.load is not None and b.role != "studyb"
 )
-# The PVQ-40 alignment check (METHODS A2) is generated like a benchmark, but parsed, not judged.
-PVQ = "pvq"
+# The PVQ-40 alignment check (METHODS A2) is generated like a benchmark, but parsed, not
+# judged: the benchmark registered with the role "alignment".
+(PVQ,) = benchmarks.names("alignment")
 
 
 def extreme_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -26,12 +26,12 @@ def _templates(keys: dict[str, str]) -> dict[str, str]:
     return {key: P.read_template(path, key) for key, path in keys.items()}
 
 
-def _study_a_templates(config: dict[str, Any], pvq: bool, mit: bool) -> dict[str, str]:
+def _study_a_templates(config: dict[str, Any], alignment: bool, mit: bool) -> dict[str, str]:
     keys = {f"vim.prompts.{k}": p for k, p in config["vim"]["prompts"].items()}
     keys["icl.template"] = config["icl"]["template"]
     keys |= {
         f"benchmarks.{b}.template": config["benchmarks"][b]["template"]
-        for b in config["benchmarks"]["select"] + ([P.PVQ] if pvq else [])
+        for b in config["benchmarks"]["select"] + ([P.PVQ] if alignment else [])
     }
     keys |= {f"judges.templates.{k}": p for k, p in config["judges"]["templates"].items()}
     if mit:
@@ -63,9 +63,9 @@ def _studyb_templates(config: dict[str, Any], sbp: sbplan.Plan) -> dict[str, str
     }
 
 
-def _needed_datasets(config: dict[str, Any], dists: dict[str, Any], pvq: bool) -> set[str]:
+def _needed_datasets(config: dict[str, Any], dists: dict[str, Any], alignment: bool) -> set[str]:
     """Only the datasets this config needs must be obtainable."""
-    needed = set(config["benchmarks"]["select"]) | ({P.PVQ} if pvq else set())
+    needed = set(config["benchmarks"]["select"]) | ({P.PVQ} if alignment else set())
     if config["vim"]["enabled"] and dists:
         needed |= {"touche", "touche_stage2_train", "touche_stage2_valid"}
     if any(s["kind"] == "realistic" for s in dists.values()):
@@ -229,7 +229,7 @@ class Plan:
             "main_beta": sbplan.main_beta(self.config),
             "models": self.sb.models,
             "values": list(self.sb.values.values()),
-            "default_temperature": self.config["benchmarks"]["issuebench"]["temperature"],
+            "default_temperature": self.config["benchmarks"][sbplan.EXPRESSION]["temperature"],
             "benchmarks": self.sb.eval_benchmarks,
             "qa": {"enabled": sb["qa"]["enabled"], "tasks": sb["qa"]["tasks"]},
             "notes": notes,

@@ -14,6 +14,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import pandas as pd
@@ -57,6 +58,8 @@ class Benchmark:
     published_size: str | None = None  # the data summary's "published" column
     score_column: str = "score"  # the judgments column an ok row must fill
     source: Any = None  # its dataset's declaration (valueharms.data.sources.Source)
+    # Checks of its datasets.<name> block beyond the path (Study B's, at parse time).
+    check_dataset: Callable[[dict[str, Any]], None] | None = None
     order: int = 100  # place in the report's tables (the published column order first)
 
     @property
@@ -106,3 +109,17 @@ def all_benchmarks() -> list[Benchmark]:
 
 def names(role: str | None = None) -> tuple[str, ...]:
     return tuple(b.name for b in all_benchmarks() if role is None or b.role == role)
+
+
+def by_judge(kind: str, role: str = "studyb") -> str:
+    """The one benchmark of `role` that judge kind `kind` scores (Study B's tables are
+    defined per judge kind: values, refusal, anthro)."""
+    found = [b.name for b in all_benchmarks() if b.role == role and b.judge == kind]
+    if len(found) != 1:
+        raise ValueError(f"{len(found)} {role} benchmarks are judged by {kind!r}: {found}")
+    return found[0]
+
+
+def module(name: str) -> ModuleType:
+    """The module that registers benchmark `name` (its prompts, judge and measures)."""
+    return importlib.import_module(f"{__name__}.{get(name).name}")

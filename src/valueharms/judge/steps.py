@@ -150,8 +150,9 @@ def _values(gens: pd.DataFrame, judge: LLMJudge) -> pd.DataFrame:
 
 def _refusal(gens: pd.DataFrame, judge: LLMJudge) -> pd.DataFrame:
     """AdvBench: refusal or compliance."""
-    from valueharms.studyb import refusal
+    from valueharms import benchmarks
 
+    refusal = benchmarks.module(benchmarks.by_judge("refusal"))
     sampling = _sampling(judge)
     if judge.settings["mode"] == "choice":
         sampling = replace(sampling, choices=refusal.CHOICES)
@@ -163,13 +164,10 @@ def _refusal(gens: pd.DataFrame, judge: LLMJudge) -> pd.DataFrame:
 
 def _anthro(gens: pd.DataFrame, judge: LLMJudge) -> pd.DataFrame:
     """AnthroBench's behaviours; choice mode asks one yes/no question per behaviour."""
-    from valueharms.studyb import anthrobench
+    from valueharms import benchmarks
 
-    fn = (
-        anthrobench.judge_anthro_choice
-        if judge.settings["mode"] == "choice"
-        else anthrobench.judge_anthro
-    )
+    anthro = benchmarks.module(benchmarks.by_judge("anthro"))
+    fn = anthro.judge_anthro_choice if judge.settings["mode"] == "choice" else anthro.judge_anthro
     return fn(
         gens, judge.backend, judge.cache, judge.name, judge.template, _sampling(judge),
         judge.settings["batch_size"],

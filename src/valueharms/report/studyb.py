@@ -19,22 +19,22 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from valueharms.report.render import DASH, Table, _isnan, _png, fmt_int, fmt_num
-from valueharms.studyb import anthrobench as ab
 from valueharms.studyb.results import (
-    ADVBENCH,
-    ANTHROBENCH,
-    ISSUEBENCH,
+    ANTHRO_BENCH,
+    EXPRESSION_BENCH,
     ORPO,
+    REFUSAL_BENCH,
     SETTINGS,
     TABLES,
     TOP_K,
+    ab,
     main_rows,
 )
 
 BENCH_NAMES = {
-    ISSUEBENCH: "IssueBench (value extractor)",
-    ADVBENCH: "AdvBench (refusal judge)",
-    ANTHROBENCH: "AnthroBench (anthropomorphism judge)",
+    EXPRESSION_BENCH: "IssueBench (value extractor)",
+    REFUSAL_BENCH: "AdvBench (refusal judge)",
+    ANTHRO_BENCH: "AnthroBench (anthropomorphism judge)",
 }
 SETTING_NAMES = {"none": "None", "prompt": "Prompt", "train": "Train", "both": "Both"}
 KIND_ORDER = ("base", "post-trained")
@@ -131,14 +131,14 @@ def _table5(c: _Context) -> Block:
         f"over the target values, in percent; {c.setup()}.",
     )
     if s.empty:
-        b.note = c.missing(ISSUEBENCH, "no extracted IssueBench responses")
+        b.note = c.missing(EXPRESSION_BENCH, "no extracted IssueBench responses")
         return b
     settings = [x for x in SETTINGS if x in set(s["setting"])]
     t = Table(
         "sb-expression-summary",
         ["Model", "Kind", *(f"{SETTING_NAMES[x]} (%)" for x in settings), "Values (k)"],
     )
-    t.caption = f"Judge: {c.judge(ISSUEBENCH)}"
+    t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
     for m in c.model_order(s["model"].astype(str)):
         part = s[s["model"] == m].set_index("setting")
         cells = [m, str(part["kind"].iat[0])]
@@ -162,11 +162,13 @@ def _table6(c: _Context) -> Block:
         "models, in percent.",
     )
     if s.empty:
-        b.note = c.missing(ISSUEBENCH, "no both-setting DPO subjects with extracted responses")
+        b.note = c.missing(
+            EXPRESSION_BENCH, "no both-setting DPO subjects with extracted responses"
+        )
         return b
     betas = sorted(set(s["beta"]))
     t = Table("sb-expression-by-beta", ["Value", *(f"β = {fmt_beta(x)}" for x in betas), "Models"])
-    t.caption = f"Judge: {c.judge(ISSUEBENCH)}"
+    t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
     for v in c.value_order(s["value"].astype(str)):
         part = s[s["value"] == v].set_index("beta")
         cells = [pct(part.at[x, "share"], 2) if x in part.index else DASH for x in betas]
@@ -185,12 +187,12 @@ def _table7(c: _Context) -> Block:
         "percent in brackets.",
     )
     if s.empty:
-        b.note = c.missing(ISSUEBENCH, "no both-setting subjects with extracted responses")
+        b.note = c.missing(EXPRESSION_BENCH, "no both-setting subjects with extracted responses")
         return b
     kinds = [k for k in KIND_ORDER if k in set(s["kind"])]
     kinds += sorted(set(s["kind"].astype(str)) - set(kinds))
     t = Table("sb-top-values", ["Induced value", *(KIND_NAMES.get(k, k) for k in kinds)])
-    t.caption = f"Judge: {c.judge(ISSUEBENCH)}"
+    t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
     for v in c.value_order(s["value"].astype(str)):
         cells = []
         for k in kinds:
@@ -275,14 +277,14 @@ def _refusal(c: _Context) -> list[Block]:
     )
     out = [b]
     if s.empty:
-        b.note = c.missing(ADVBENCH, "no judged both-setting AdvBench responses")
+        b.note = c.missing(REFUSAL_BENCH, "no judged both-setting AdvBench responses")
         return out
     values = c.value_order(s["value"].astype(str))
     t = Table(
         "sb-refusal-by-value",
         ["Value", "Refusal rate (%)", "Vanilla rate (%)", "Δ (pp)", "Models"],
     )
-    t.caption = f"Judge: {c.judge(ADVBENCH)}"
+    t.caption = f"Judge: {c.judge(REFUSAL_BENCH)}"
     by = s.set_index("value")
     for v in values:
         r = by.loc[v]
@@ -313,7 +315,7 @@ def _refusal_by_model(c: _Context) -> Block:
     main = main_rows(f, beta, c.default_t)
     settings = [x for x in SETTINGS if x in set(main["setting"])]
     t = Table("sb-refusal-by-model", ["Model", *(f"{SETTING_NAMES[x]} (%)" for x in settings)])
-    t.caption = f"Judge: {c.judge(ADVBENCH)}"
+    t.caption = f"Judge: {c.judge(REFUSAL_BENCH)}"
     for m in c.model_order(main["model"].astype(str)):
         part = main[main["model"] == m]
         t.add([m] + [pct(part.loc[part["setting"] == x, "refusal_rate"].mean()) for x in settings])
@@ -353,7 +355,7 @@ def _anthro(c: _Context) -> Block:
         "(positive: more than vanilla).",
     )
     if s.empty:
-        b.note = c.missing(ANTHROBENCH, "no judged both-setting AnthroBench responses")
+        b.note = c.missing(ANTHRO_BENCH, "no judged both-setting AnthroBench responses")
         return b
     values = c.value_order(s["value"].astype(str))
     beh = s[s["level"] == "behaviour"]
@@ -363,7 +365,7 @@ def _anthro(c: _Context) -> Block:
     b.png = _anthro_plot(mat.reindex(index=values, columns=cols))
     b.png_alt = "AnthroBench behaviour difference versus vanilla per induced value"
     t = Table("sb-anthro-by-value", ["Value", *cols, *(f"[{g}]" for g in groups), "Models"])
-    t.caption = f"Judge: {c.judge(ANTHROBENCH)}; [group] columns: any behaviour of the group"
+    t.caption = f"Judge: {c.judge(ANTHRO_BENCH)}; [group] columns: any behaviour of the group"
     key = {(r.value, r.level, r.name): r for r in s.itertuples(index=False)}
     for v in values:
         cells = [
@@ -400,7 +402,7 @@ def _table10(c: _Context) -> Block:
         "sb-robustness-temperature",
         ["Model", "Setting", "Method", "β", "T", "Mean r", "Values (r defined / all)"],
     )
-    t.caption = f"Judge: {c.judge(ISSUEBENCH)}"
+    t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
     keys = ["model", "setting", "method", "beta", "temperature"]
     g = s.assign(method=s["method"].fillna(DASH)).groupby(keys, dropna=False, sort=True)
     for (m, st, meth, beta, temp), part in g:
@@ -449,7 +451,7 @@ def _table11(c: _Context) -> Block:
             *(f"{m} (ORPO β {fmt_beta(bo)}, {SETTING_NAMES.get(st, st)})" for m, bo, st in runs),
         ],
     )
-    t.caption = f"Judge: {c.judge(ISSUEBENCH)}"
+    t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
     key = {(r.model, r.beta_orpo, r.setting, r.value): r.r for r in s.itertuples(index=False)}
     for v in c.value_order(s["value"].astype(str)):
         t.add([v, *(fmt_num(key.get((m, bo, st, v))) for m, bo, st in runs)])

@@ -21,9 +21,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
+from valueharms import benchmarks
 from valueharms import plan as _plan
 from valueharms.config import ConfigError
 from valueharms.data.sources import require_file, resolve
@@ -232,7 +232,17 @@ def dataset(config: dict[str, Any], name: str, download_dir: str) -> tuple[str, 
 
 # --- downstream evaluation (METHODS B3) -------------------------------------------------
 
-EVAL_BENCHMARKS = ("issuebench", "advbench", "anthrobench")
+# Study B's evaluation benchmarks, in the published order (valueharms.benchmarks, role
+# "studyb"), and the one whose value expression is measured (the extractor judges it):
+# the beta sweep, the ORPO subjects and the temperature runs are on it alone.
+EVAL_BENCHMARKS: tuple[str, ...] = benchmarks.names("studyb")
+EXPRESSION = benchmarks.by_judge("values")
+# Those scored by Study B's LLM judge (judge_model): refusal and anthropomorphism.
+LLM_JUDGED = frozenset(benchmarks.by_judge(kind) for kind in ("refusal", "anthro"))
+# Those whose prompt table the studyb_prompts rule builds, and those read by their
+# loader in the benchmark_prompts rule, as Study A's are (AdvBench).
+OWN_PROMPTS: tuple[str, ...] = tuple(b for b in EVAL_BENCHMARKS if benchmarks.get(b).load is None)
+LOADED: tuple[str, ...] = tuple(b for b in EVAL_BENCHMARKS if b not in OWN_PROMPTS)
 TEMP_SEP = "+t"  # a robustness run's condition: <condition>+t<temperature>
 
 
@@ -357,10 +367,10 @@ def eval_subjects(config: dict[str, Any]) -> list[EvalSubject]:
                     if setting in ("none", "prompt"):
                         add(b, model, setting, v, None, None)
                         continue
-                    sweep = b == "issuebench" and setting == ev["beta_sweep"]
+                    sweep = b == EXPRESSION and setting == ev["beta_sweep"]
                     for beta in betas if sweep else [main]:
                         add(b, model, setting, v, "dpo", beta)
-        if b != "issuebench":
+        if b != EXPRESSION:
             continue
         for model in orpo_models(config):
             for ob in t["orpo_betas"]:
@@ -444,7 +454,7 @@ class Plan:
 
     def local_models(self, config: dict[str, Any]) -> list[str]:
         """Models whose weights the Study B jobs load (the extractor, verifier, trainees)."""
-        judged = {"advbench", "anthrobench"} & set(self.eval_benchmarks)
+        judged = LLM_JUDGED & set(self.eval_benchmarks)
         used = [self.extract_model, self.verify_model if self.verify else None, *self.models]
         used.append(self.judge_model if judged else None)
         return [m for m in dict.fromkeys(used) if m and not _plan.is_api(config, m)]
@@ -509,17 +519,24 @@ def build(config: dict[str, Any], download_dir: str) -> Plan:
     )
 
 
+def prompt_templates(config: dict[str, Any], name: str) -> str | list[str]:
+    """The templates file the expression benchmark's prompts are filled from, when set
+    (datasets.<name>.templates_path); none for the others."""
+    if name != EXPRESSION:
+        return []
+    return ((config.get("datasets") or {}).get(name) or {}).get("templates_path") or []
+
+
+def n_templates(config: dict[str, Any], name: str) -> int | None:
+    """How many templates the expression benchmark's prompts draw (eval.issuebench_templates)."""
+    return config["studyb"]["eval"]["issuebench_templates"] if name == EXPRESSION else None
+
+
 def eval_dataset(config: dict[str, Any], name: str, download_dir: str) -> tuple[str, bool]:
     """(path, needs_download) of an evaluation benchmark's file; IssueBench's templates file
     must exist too when set. A DataError names the config key and where to get the file."""
     over = (config.get("datasets") or {}).get(name) or {}
-    if name == "issuebench" and over.get("templates_path"):
-        from valueharms.data.sources import DataError
-        from valueharms.studyb.issuebench import HOW_TO_GET
-
-        if not Path(over["templates_path"]).is_file():
-            raise DataError(
-                f"datasets.issuebench.templates_path: file not found: "
-                f"{over['templates_path']}; {HOW_TO_GET}"
-            )
+    check = benchmarks.get(name).check_dataset
+    if check is not None:
+        check(over)
     return dataset(config, name, download_dir)

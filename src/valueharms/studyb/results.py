@@ -40,16 +40,21 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from valueharms import benchmarks
 from valueharms.io import conform, read_table, write_table
 from valueharms.judge.schema import STATUS_FAILED, STATUS_OK, STATUS_UNPARSED
-from valueharms.studyb import anthrobench as ab
 from valueharms.studyb import expression as ex
 from valueharms.studyb import qa_eval as qe
-from valueharms.studyb import refusal as rf
 from valueharms.studyb.extract import FAILED, NONE, OK, UNPARSED, normalise
 
-ISSUEBENCH, ADVBENCH, ANTHROBENCH = "issuebench", "advbench", "anthrobench"
-BENCHMARKS: tuple[str, ...] = (ISSUEBENCH, ADVBENCH, ANTHROBENCH)
+# Study B's tables are defined per judge kind: the benchmark the value extractor judges
+# (expression), the refusal judge's and the anthropomorphism judge's (valueharms.benchmarks).
+EXPRESSION_BENCH, REFUSAL_BENCH, ANTHRO_BENCH = (
+    benchmarks.by_judge(kind) for kind in ("values", "refusal", "anthro")
+)
+BENCHMARKS: tuple[str, ...] = benchmarks.names("studyb")  # the published order
+ab = benchmarks.module(ANTHRO_BENCH)  # the anthropomorphism measure: behaviours, frequencies
+rf = benchmarks.module(REFUSAL_BENCH)  # the refusal judge: rates and their deltas
 SETTINGS: tuple[str, ...] = ("none", "prompt", "train", "both")  # studyb.induction.SETTINGS
 UNINDUCED = frozenset({"none", "prompt"})  # the vanilla model: no method, no beta
 MAIN_METHOD, ORPO = "dpo", "orpo"
@@ -639,19 +644,19 @@ def build_tables(
     beta, temp = float(main_beta), float(default_temperature)
     of = {b: subj[subj["benchmark"] == b] for b in BENCHMARKS}
 
-    ext = expression_frame(_judgments(judgments, ISSUEBENCH))
+    ext = expression_frame(_judgments(judgments, EXPRESSION_BENCH))
     freqs = ex.value_frequencies(ext)
-    expr = _expression(of[ISSUEBENCH], ext)
-    ref = _refusal(of[ADVBENCH], _judgments(judgments, ADVBENCH), temp)
-    anth = _anthro(of[ANTHROBENCH], _judgments(judgments, ANTHROBENCH), temp)
+    expr = _expression(of[EXPRESSION_BENCH], ext)
+    ref = _refusal(of[REFUSAL_BENCH], _judgments(judgments, REFUSAL_BENCH), temp)
+    anth = _anthro(of[ANTHRO_BENCH], _judgments(judgments, ANTHRO_BENCH), temp)
     qa_table, qa_summary = _qa(qa, qa_subjects)
     out = {
         "expression": expr,
         "expression_summary": _expression_summary(expr, beta, temp, vals),
         "expression_by_beta": _expression_by_beta(expr, temp, vals),
-        "top_values": _top_values(ext, of[ISSUEBENCH], beta, temp, vals),
-        "robustness_orpo": _robustness_orpo(freqs, of[ISSUEBENCH], beta, temp),
-        "robustness_temperature": _robustness_temperature(freqs, of[ISSUEBENCH], temp),
+        "top_values": _top_values(ext, of[EXPRESSION_BENCH], beta, temp, vals),
+        "robustness_orpo": _robustness_orpo(freqs, of[EXPRESSION_BENCH], beta, temp),
+        "robustness_temperature": _robustness_temperature(freqs, of[EXPRESSION_BENCH], temp),
         "refusal": ref,
         "refusal_by_value": _refusal_by_value(ref, beta, temp, vals),
         "anthro": anth,

@@ -207,16 +207,16 @@ def eval_prompts(
 ) -> None:
     """An evaluation benchmark's prompt table: IssueBench (issues x framings x a seeded
     draw of templates, then n stratified by issue) or AnthroBench (n, seeded)."""
+    from valueharms.benchmarks import anthrobench, issuebench
     from valueharms.data.benchmarks import PROMPTS_SCHEMA, subsample
-    from valueharms.studyb.anthrobench import load_anthrobench
-    from valueharms.studyb.issuebench import load_issuebench, sample_issuebench
 
     report = LoadReport(name, str(path))
-    if name == "issuebench":
-        df = load_issuebench(path, templates_path, report=report)
-        df = sample_issuebench(df, n_templates=n_templates, n=n, seed=seed)
-    elif name == "anthrobench":
-        df = subsample(load_anthrobench(path, report=report), n, seed=seed, stratify=True)
+    if name == issuebench.NAME:
+        df = issuebench.load_issuebench(path, templates_path, report=report)
+        df = issuebench.sample_issuebench(df, n_templates=n_templates, n=n, seed=seed)
+    elif name == anthrobench.NAME:
+        df = anthrobench.load_anthrobench(path, report=report)
+        df = subsample(df, n, seed=seed, stratify=True)
     else:
         raise ValueError(f"unknown evaluation benchmark {name!r}")
     log.info("%s: %d prompts (%s)", name, len(df), report.as_dict())
