@@ -33,9 +33,9 @@ rule fetch_dataset:
         data="results/data/raw/{dataset}/{file}",
         provenance="results/data/raw/{dataset}/{file}.source.json",
     log:
-        "logs/data/fetch_{dataset}_{file}.log",
+        "logs/fetch_dataset/{dataset}/{file}.log",
     benchmark:
-        "benchmarks/data/fetch_{dataset}_{file}.tsv"
+        "benchmarks/fetch_dataset/{dataset}/{file}.tsv"
     conda:
         "../envs/data.yaml"
     resources:
@@ -54,9 +54,9 @@ rule ess_scores:
         scores="results/data/ess_scores.parquet",
         counts="results/data/ess_scores.json",
     log:
-        "logs/data/ess_scores.log",
+        "logs/ess_scores.log",
     benchmark:
-        "benchmarks/data/ess_scores.tsv"
+        "benchmarks/ess_scores.tsv"
     conda:
         "../envs/data.yaml"
     resources:
@@ -81,9 +81,9 @@ rule distribution:
     output:
         "results/data/distributions/{dist}.parquet",
     log:
-        "logs/data/distribution_{dist}.log",
+        "logs/distribution/{dist}.log",
     benchmark:
-        "benchmarks/data/distribution_{dist}.tsv"
+        "benchmarks/distribution/{dist}.tsv"
     conda:
         "../envs/data.yaml"
     resources:
@@ -105,9 +105,9 @@ rule distributions:
     output:
         "results/data/distributions.parquet",
     log:
-        "logs/data/distributions.log",
+        "logs/distributions.log",
     benchmark:
-        "benchmarks/data/distributions.tsv"
+        "benchmarks/distributions.tsv"
     conda:
         "../envs/data.yaml"
     resources:
@@ -133,9 +133,9 @@ rule vim_examples:
     output:
         "results/data/vim/{dist}.parquet",
     log:
-        "logs/data/vim_{dist}.log",
+        "logs/vim_examples/{dist}.log",
     benchmark:
-        "benchmarks/data/vim_{dist}.tsv"
+        "benchmarks/vim_examples/{dist}.tsv"
     conda:
         "../envs/data.yaml"
     resources:
@@ -157,9 +157,9 @@ rule benchmark_prompts:
     output:
         "results/data/benchmarks/{benchmark}.parquet",
     log:
-        "logs/data/benchmark_{benchmark}.log",
+        "logs/benchmark_prompts/{benchmark}.log",
     benchmark:
-        "benchmarks/data/benchmark_{benchmark}.tsv"
+        "benchmarks/benchmark_prompts/{benchmark}.tsv"
     wildcard_constraints:
         benchmark="|".join(plan.PROMPT_BENCHMARKS + sbplan.LOADED),
     conda:
@@ -185,9 +185,9 @@ rule benign_examples:
     output:
         "results/data/benign/{name}.parquet",
     log:
-        "logs/data/benign_{name}.log",
+        "logs/benign_examples/{name}.log",
     benchmark:
-        "benchmarks/data/benign_{name}.tsv"
+        "benchmarks/benign_examples/{name}.tsv"
     conda:
         "../envs/data.yaml"
     resources:
@@ -219,9 +219,9 @@ rule vim_split_sizes:
     output:
         "results/data/vim_split_sizes.parquet",
     log:
-        "logs/data/vim_split_sizes.log",
+        "logs/vim_split_sizes.log",
     benchmark:
-        "benchmarks/data/vim_split_sizes.tsv"
+        "benchmarks/vim_split_sizes.tsv"
     conda:
         "../envs/data.yaml"
     resources:
@@ -246,9 +246,9 @@ rule data_summary:
     output:
         "results/data/summary.json",
     log:
-        "logs/data/summary.log",
+        "logs/data_summary.log",
     benchmark:
-        "benchmarks/data/summary.tsv"
+        "benchmarks/data_summary.tsv"
     conda:
         "../envs/data.yaml"
     resources:

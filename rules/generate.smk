@@ -53,7 +53,7 @@ rule subject_generations:
     output:
         "results/generations/{benchmark}/{model}/{condition}.parquet",
     log:
-        "logs/generations/{benchmark}/{model}/{condition}.log",
+        "logs/subject_generations/{benchmark}/{model}/{condition}.log",
     localrule: True
     params:
         code=code("valueharms.generate", "valueharms.io"),

@@ -41,7 +41,7 @@ rule subject_judgments:
     output:
         "results/judgments/{benchmark}/{model}/{condition}.parquet",
     log:
-        "logs/judgments/{benchmark}/{model}/{condition}.log",
+        "logs/subject_judgments/{benchmark}/{model}/{condition}.log",
     localrule: True
     params:
         code=code("valueharms.io", "valueharms.judge.schema"),

@@ -22,9 +22,9 @@ rule report:
     output:
         "results/report/index.html",
     log:
-        "logs/report/report.log",
+        "logs/report.log",
     benchmark:
-        "benchmarks/report/report.tsv"
+        "benchmarks/report.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:

@@ -12,9 +12,9 @@ rule stats:
         comparisons="results/stats/comparisons.parquet",
         correlations="results/stats/correlations.parquet",
     log:
-        "logs/stats/stats.log",
+        "logs/stats.log",
     benchmark:
-        "benchmarks/stats/stats.tsv"
+        "benchmarks/stats.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:
@@ -38,9 +38,9 @@ rule alignment:
         answers="results/alignment/pvq_answers.parquet",
         nmse="results/alignment/pvq_nmse.parquet",
     log:
-        "logs/stats/alignment.log",
+        "logs/alignment.log",
     benchmark:
-        "benchmarks/stats/alignment.tsv"
+        "benchmarks/alignment.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:
@@ -66,9 +66,9 @@ if MIT_FROM_CORRELATIONS:
         output:
             MIT_PAIRS_FILE,
         log:
-            "logs/stats/mitigation_pairs.log",
+            "logs/mitigation_pairs.log",
         benchmark:
-            "benchmarks/stats/mitigation_pairs.tsv"
+            "benchmarks/mitigation_pairs.tsv"
         conda:
             "../envs/analysis.yaml"
         resources:
@@ -89,9 +89,9 @@ rule mitigation:
     output:
         "results/stats/mitigation.parquet",
     log:
-        "logs/stats/mitigation.log",
+        "logs/mitigation.log",
     benchmark:
-        "benchmarks/stats/mitigation.tsv"
+        "benchmarks/mitigation.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:

@@ -2,13 +2,13 @@
 # per source -> value subsets (XOR + flip) -> closed-set verification -> one DPO/ORPO LoRA
 # adapter per (model, method, beta, value) -> the induction settings generate on IssueBench,
 # AdvBench and AnthroBench (through the shared generate and judge rules) and lm-eval scores
-# QA -> the tables of valueharms.studyb.results -> the report's Study B section. Off unless
+# QA -> the tables of valueharms.metrics.studyb -> the report's Study B section. Off unless
 # studyb.enabled. The rules are defined either way (so --lint checks them), but when it is
 # off nothing asks for their outputs, their wildcards match nothing, and nothing of Study B
 # is checked or looked for. Target: `snakemake studyb_all`.
 # The plan (SBP) and the prompt texts (SB_TEMPLATES) are built in rules/common.smk, since
 # the generation groups hold Study B's subjects too.
-from valueharms.studyb import results as sbresults
+from valueharms.metrics import studyb as sbresults
 
 SB_RESULTS = sbplan.RESULTS
 SB_TRIPLETS = f"{SB_RESULTS}/triplets/{{source}}.parquet"
@@ -18,7 +18,7 @@ SB_EXTRACT_INPUT = sbplan.base_input(config, SBP.extract_model)
 SB_VERIFY_INPUT = sbplan.base_input(config, SBP.verify_model)
 
 
-# Study B's tables (valueharms.studyb.results.TABLES), when its evaluation is on.
+# Study B's tables (valueharms.metrics.studyb.TABLES), when its evaluation is on.
 SB_TABLES = (
     [f"{SB_RESULTS}/metrics/{name}.parquet" for name in sbresults.TABLES]
     if SBP.eval
@@ -39,9 +39,9 @@ rule studyb_triplets:
         triplets=SB_TRIPLETS,
         report=f"{SB_RESULTS}/triplets/{{source}}.json",
     log:
-        "logs/studyb/triplets_{source}.log",
+        "logs/studyb_triplets/{source}.log",
     benchmark:
-        "benchmarks/studyb/triplets_{source}.tsv"
+        "benchmarks/studyb_triplets/{source}.tsv"
     wildcard_constraints:
         source=SBP.regex("source"),
     conda:
@@ -65,9 +65,9 @@ rule studyb_extract:
     output:
         SB_EXTRACTIONS,
     log:
-        "logs/studyb/extract_{source}.log",
+        "logs/studyb_extract/{source}.log",
     benchmark:
-        "benchmarks/studyb/extract_{source}.tsv"
+        "benchmarks/studyb_extract/{source}.tsv"
     wildcard_constraints:
         source=SBP.regex("source"),
     conda:
@@ -101,9 +101,9 @@ rule studyb_subsets:
         sizes=f"{SB_RESULTS}/subset_sizes.parquet",
         counts=f"{SB_RESULTS}/value_counts.parquet",
     log:
-        "logs/studyb/subsets.log",
+        "logs/studyb_subsets.log",
     benchmark:
-        "benchmarks/studyb/subsets.tsv"
+        "benchmarks/studyb_subsets.tsv"
     conda:
         "../envs/data.yaml"
     resources:
@@ -126,9 +126,9 @@ rule studyb_value_subset:
     output:
         f"{SB_RESULTS}/subsets/{{value}}.parquet",
     log:
-        "logs/studyb/subsets/{value}.log",
+        "logs/studyb_value_subset/{value}.log",
     benchmark:
-        "benchmarks/studyb/subsets/{value}.tsv"
+        "benchmarks/studyb_value_subset/{value}.tsv"
     wildcard_constraints:
         value=SBP.regex("value"),
     conda:
@@ -154,9 +154,9 @@ rule studyb_verify:
         baselines=f"{SB_RESULTS}/verify/baselines.parquet",
         summary=f"{SB_RESULTS}/verify/summary.json",
     log:
-        "logs/studyb/verify.log",
+        "logs/studyb_verify.log",
     benchmark:
-        "benchmarks/studyb/verify.tsv"
+        "benchmarks/studyb_verify.tsv"
     conda:
         sbplan.conda_env(SB["verify"]["backend"])
     threads: res("judge", "threads")
@@ -192,9 +192,9 @@ rule studyb_train:
     output:
         directory("results/models/{model}/{method}-b{beta}/{value}/adapter"),
     log:
-        "logs/studyb/train/{model}/{method}-b{beta}/{value}.log",
+        "logs/studyb_train/{model}/{method}/{beta}/{value}.log",
     benchmark:
-        "benchmarks/studyb/train/{model}/{method}-b{beta}/{value}.tsv"
+        "benchmarks/studyb_train/{model}/{method}/{beta}/{value}.tsv"
     wildcard_constraints:
         model=SBP.regex("model"),
         method=SBP.regex("method"),
@@ -231,9 +231,9 @@ rule studyb_prompts:
     output:
         "results/data/benchmarks/{sbbench}.parquet",
     log:
-        "logs/data/benchmark_{sbbench}.log",
+        "logs/studyb_prompts/{sbbench}.log",
     benchmark:
-        "benchmarks/data/benchmark_{sbbench}.tsv"
+        "benchmarks/studyb_prompts/{sbbench}.tsv"
     wildcard_constraints:
         sbbench="|".join(sbplan.OWN_PROMPTS),
     conda:
@@ -258,9 +258,9 @@ rule studyb_qa:
         table=f"{SB_RESULTS}/qa/{{qa_model}}.parquet",
         results=f"{SB_RESULTS}/qa/{{qa_model}}.json",
     log:
-        "logs/studyb/qa/{qa_model}.log",
+        "logs/studyb_qa/{qa_model}.log",
     benchmark:
-        "benchmarks/studyb/qa/{qa_model}.tsv"
+        "benchmarks/studyb_qa/{qa_model}.tsv"
     wildcard_constraints:
         qa_model=sbplan.choice_regex(SB_QA_IDS),
     conda:
@@ -285,9 +285,9 @@ rule studyb_metrics:
     output:
         SB_TABLES,
     log:
-        "logs/studyb/metrics.log",
+        "logs/studyb_metrics.log",
     benchmark:
-        "benchmarks/studyb/metrics.tsv"
+        "benchmarks/studyb_metrics.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:

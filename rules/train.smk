@@ -9,9 +9,9 @@ rule prepare_base_model:
     output:
         directory("results/models/{base}/base"),
     log:
-        "logs/train/prepare_{base}.log",
+        "logs/prepare_base_model/{base}.log",
     benchmark:
-        "benchmarks/train/prepare_{base}.tsv"
+        "benchmarks/prepare_base_model/{base}.tsv"
     conda:
         "../envs/train.yaml"
     resources:
@@ -31,9 +31,9 @@ rule train_vim_stage1:
     output:
         directory("results/models/{base}/vim/{dist}/stage1"),
     log:
-        "logs/train/{base}/vim/{dist}/stage1.log",
+        "logs/train_vim_stage1/{base}/{dist}.log",
     benchmark:
-        "benchmarks/train/{base}/vim/{dist}/stage1.tsv"
+        "benchmarks/train_vim_stage1/{base}/{dist}.tsv"
     conda:
         "../envs/train.yaml"
     threads: res("train", "threads")
@@ -58,9 +58,9 @@ rule train_vim_stage2:
     output:
         directory("results/models/{base}/vim/{dist}/adapter"),
     log:
-        "logs/train/{base}/vim/{dist}/stage2.log",
+        "logs/train_vim_stage2/{base}/{dist}.log",
     benchmark:
-        "benchmarks/train/{base}/vim/{dist}/stage2.tsv"
+        "benchmarks/train_vim_stage2/{base}/{dist}.tsv"
     conda:
         "../envs/train.yaml"
     threads: res("train", "threads")
@@ -84,9 +84,9 @@ rule train_benign:
     output:
         directory("results/models/{base}/benign/{name}/adapter"),
     log:
-        "logs/train/{base}/benign/{name}.log",
+        "logs/train_benign/{base}/{name}.log",
     benchmark:
-        "benchmarks/train/{base}/benign/{name}.tsv"
+        "benchmarks/train_benign/{base}/{name}.tsv"
     conda:
         "../envs/train.yaml"
     threads: res("train", "threads")

@@ -337,7 +337,7 @@ def studyb() -> dict:
     """Study B's tables from the hand-made world of test_studyb_results, and the info."""
     from test_studyb_results import QA_SUBJECTS, VALUES, all_judgments, all_subjects, qa_table
 
-    from valueharms.studyb.results import build_tables
+    from valueharms.metrics.studyb import build_tables
 
     tables = build_tables(all_subjects(), all_judgments(), qa_table(), QA_SUBJECTS, 0.1, VALUES)
     info = {
@@ -440,7 +440,7 @@ def test_study_a_report_has_no_study_b(frames: dict, tmp_path: Path) -> None:
 
 
 def test_studyb_empty_tables_give_notes(tmp_path: Path) -> None:
-    from valueharms.studyb.results import build_tables
+    from valueharms.metrics.studyb import build_tables
 
     tables = build_tables(None, None, None, None, 0.1, ["empathy"])
     info = {"judges": {}, "main_beta": 0.1, "models": [], "notes": "", "benchmarks": ["advbench"]}
@@ -459,7 +459,7 @@ def test_studyb_planned_but_not_judged(tmp_path: Path) -> None:
     with no data yet from one not configured."""
     from test_studyb_results import VALUES, issue_subjects
 
-    from valueharms.studyb.results import build_tables
+    from valueharms.metrics.studyb import build_tables
 
     tables = build_tables(issue_subjects(), {}, None, None, 0.1, VALUES)
     info = {"judges": {"issuebench": "llm:x", "advbench": "llm:y"}, "main_beta": 0.1}
@@ -481,7 +481,7 @@ def test_nothing_to_report(tmp_path: Path) -> None:
 def test_analysis_report_reads_studyb_tables(studyb: dict, tmp_path: Path) -> None:
     """scripts/report.py's path: Study A off (empty inputs), Study B's Parquet tables."""
     from valueharms import analysis
-    from valueharms.studyb.results import TABLES, write_tables
+    from valueharms.metrics.studyb import TABLES, write_tables
 
     paths = write_tables(studyb["studyb_tables"], tmp_path / "metrics")
     assert [Path(p).name for p in paths] == [f"{n}.parquet" for n in TABLES]

@@ -1,4 +1,4 @@
-"""Study B's tables from judged outputs (valueharms.studyb.results), on hand-made frames
+"""Study B's tables from judged outputs (valueharms.metrics.studyb), on hand-made frames
 whose numbers are worked out by hand in the comments."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from valueharms.io import conform
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
-from valueharms.studyb import results as R
+from valueharms.metrics import studyb as R
 
 NAN = math.nan
 VALUES = ["empathy", "honesty"]

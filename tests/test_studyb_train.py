@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from valueharms.io import read_json
-from valueharms.studyb.preference_train import (
+from valueharms.train.preference import (
     ADAPTER_FILES,
     LOG_FILE,
     PreferenceConfig,

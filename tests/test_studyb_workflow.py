@@ -25,7 +25,7 @@ from valueharms.io import read_json, read_table
 from valueharms.llm.backends import BackendSetup
 from valueharms.studyb import extract, steps, subsets, verify
 from valueharms.studyb import plan as sbplan
-from valueharms.studyb.preference_train import PreferenceConfig
+from valueharms.train.preference import PreferenceConfig
 
 FIX = ROOT / "tests" / "fixtures" / "studyb"
 SOURCES = ("pku_saferlhf", "ultrafeedback", "helpsteer2", "hh_rlhf")

@@ -201,7 +201,7 @@ class ReportInputs:
 
     Study A's: the metrics tables, the stats stage's comparisons and correlations, the
     distributions, the PVQ-40 NMSE table and the mitigation table. Study B's: its tables
-    (valueharms.studyb.results.TABLES).
+    (valueharms.metrics.studyb.TABLES).
     """
 
     metrics: Sequence[str] = ()
@@ -225,9 +225,9 @@ def report(
 ) -> None:
     """The HTML report: Study A's sections when it has metrics, Study B's section when it
     has tables (`inputs.studyb_tables`) or `studyb_info` (Study B on)."""
+    from valueharms.metrics.studyb import read_tables
     from valueharms.report.findings import load_published
     from valueharms.report.render import StudyAData, build_report
-    from valueharms.studyb.results import read_tables
 
     study_b = bool(inputs.studyb_tables) or studyb_info is not None
     sb = read_tables(list(inputs.studyb_tables)) if study_b else None

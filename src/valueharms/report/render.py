@@ -648,7 +648,7 @@ def build_report(
     """Write the report as one self-contained HTML file at `out_html` (atomically).
 
     Study A's sections are shown when `study_a` is given. Study B's section is shown when
-    `studyb_tables` (valueharms.studyb.results.TABLES name -> table) is given, with
+    `studyb_tables` (valueharms.metrics.studyb.TABLES name -> table) is given, with
     `studyb_info` (valueharms.report.studyb.section).
     """
     has_a, has_b = study_a is not None, studyb_tables is not None

@@ -1,5 +1,5 @@
 """Study B's section of the HTML report (METHODS B3; seed 004 Tables 5-8, 10, 11, Figures
-4-5), from the tables of valueharms.studyb.results.
+4-5), from the tables of valueharms.metrics.studyb.
 
 Every number comes from those tables and is pre-formatted here; shares, rates and
 frequencies are shown as percentages (saying so), QA deltas in lm-eval's units. Each table
@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from valueharms.report.render import DASH, Table, _isnan, _png, fmt_int, fmt_num
-from valueharms.studyb.results import (
+from valueharms.metrics.studyb import (
     ANTHRO_BENCH,
     EXPRESSION_BENCH,
     ORPO,
@@ -30,6 +29,7 @@ from valueharms.studyb.results import (
     ab,
     main_rows,
 )
+from valueharms.report.render import DASH, Table, _isnan, _png, fmt_int, fmt_num
 
 BENCH_NAMES = {
     EXPRESSION_BENCH: "IssueBench (value extractor)",

@@ -28,7 +28,7 @@ from valueharms import plan as _plan
 from valueharms.config import ConfigError
 from valueharms.data.sources import require_file, resolve
 from valueharms.studyb.extract import normalise
-from valueharms.studyb.preference_train import PreferenceConfig
+from valueharms.train.preference import PreferenceConfig
 
 RESULTS = f"{_plan.RESULTS}/studyb"
 ACCURACY = "accuracy"  # the verifier's extra label beside the induced values (Listing 1)
@@ -272,7 +272,7 @@ class EvalSubject:
         return self.setting in PROMPTED
 
     def row(self) -> dict[str, Any]:
-        """The subjects-table row (valueharms.studyb.results)."""
+        """The subjects-table row (valueharms.metrics.studyb)."""
         return {
             "benchmark": self.benchmark,
             "model": self.model,

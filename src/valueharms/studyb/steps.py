@@ -181,7 +181,7 @@ def train_adapter(
     threads: int = 1,
 ) -> dict[str, Any]:
     """One value's adapter: DPO (or ORPO) LoRA on its subset, flipped pairs included."""
-    from valueharms.studyb.preference_train import PreferenceConfig, train_preference
+    from valueharms.train.preference import PreferenceConfig, train_preference
 
     pairs = read_table(subset_path, subsets.SUBSETS_SCHEMA)
     other = sorted(set(pairs["value"]) - {value})
@@ -262,9 +262,9 @@ def tables(
     out_dir: str,
 ) -> None:
     """Study B's tables (Tables 5-8, 10, 11, Figures 3-5) from every subject's judgments
-    and lm-eval results (valueharms.studyb.results)."""
+    and lm-eval results (valueharms.metrics.studyb)."""
     from valueharms.judge.schema import JUDGMENTS_SCHEMA
-    from valueharms.studyb import results
+    from valueharms.metrics import studyb as results
     from valueharms.studyb.qa_eval import QA_SCHEMA
 
     frames = [read_table(p, JUDGMENTS_SCHEMA) for p in judgment_paths]
