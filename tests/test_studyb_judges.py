@@ -17,7 +17,8 @@ from valueharms.io import read_table
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
 from valueharms.judge.steps import judge_studyb
 from valueharms.llm.cache import LLMCache
-from valueharms.studyb import extract, results, steps
+from valueharms.metrics import studyb as results
+from valueharms.studyb import extract, steps
 
 DEMO = ROOT / "resources" / "demo" / "studyb"
 SETTINGS = {"max_new_tokens": 32, "temperature": 0.2, "seed": 3, "batch_size": 4}
