@@ -15,16 +15,6 @@ SUMMARY_DATA = {
 }
 
 
-def prompt_data(name):
-    """A benchmark's file for benchmark_prompts: Study A's plan's, else Study B's (the
-    evaluation benchmarks read by their loader), else the local one."""
-    if name in DATA:
-        return dataset(name)
-    if name in SBP.data:
-        return SBP.data[name][0]
-    return require_local(name, config)
-
-
 REALISTIC = any(s["kind"] == "realistic" for s in DISTS.values()) and not DIST_TABLE
 
 
@@ -153,7 +143,16 @@ rule vim_examples:
 
 rule benchmark_prompts:
     input:
-        lambda w: prompt_data(w.benchmark),
+        # Study A's plan's file, else Study B's (its loaded benchmarks), else the local one.
+        lambda w: (
+            dataset(w.benchmark)
+            if w.benchmark in DATA
+            else (
+                SBP.data[w.benchmark][0]
+                if w.benchmark in SBP.data
+                else require_local(w.benchmark, config)
+            )
+        ),
     output:
         "results/data/benchmarks/{benchmark}.parquet",
     log:
