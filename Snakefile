@@ -25,6 +25,11 @@ include: "rules/studyb.smk"
 include: "rules/report.smk"
 
 
+# Before the first job: stop on a key, classifier or template a job would fail on.
+onstart:
+    preflight.check(PLAN, {job.rule.name for job in workflow.dag.needrun_jobs()})
+
+
 rule all:
     default_target: True
     input:

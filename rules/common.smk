@@ -1,9 +1,10 @@
 # Validate the config against config/schema.yaml (filling defaults) and build the plan
 # (valueharms.plan.build): what is generated, judged and trained, from which data and
 # prompt texts. Below: one-line lookups into it and the rules' input functions.
+import atexit
 import sys
 
-from valueharms import benchmarks, plan
+from valueharms import benchmarks, plan, preflight
 from valueharms.config import ConfigError, deep_merge, load_yaml, validate
 from valueharms.data.sources import DataError
 from valueharms.hashing import code_hash, sha256_json
@@ -25,6 +26,11 @@ try:
     PLAN = plan.build(config)
 except (ConfigError, DataError) as err:
     sys.exit(f"valueharms: {err}")
+
+# Preflight (valueharms.preflight): printed at exit, so after a dry run's plan; a real run
+# stops before its first job on a problem (onstart). Jobs re-parse this file: they skip it.
+if workflow.exec_mode.name == "DEFAULT" and (PREFLIGHT := preflight.summary(PLAN)):
+    atexit.register(print, PREFLIGHT, file=sys.stderr)
 
 DISTS, SUBJECTS, BENCHMARKS = PLAN.dists, PLAN.subjects, PLAN.benchmarks
 PVQ_SUBJECTS, DATA, TEMPLATES = PLAN.pvq_subjects, PLAN.data, PLAN.templates
@@ -63,9 +69,13 @@ def model_spec(base):
 
 
 def backend_settings(model, kind):
-    """Only the settings of the backend that serves `model`: others do not rerun its jobs."""
+    """Only the settings of the backend that serves `model`: others do not rerun its jobs.
+    A local backend also gets `tokenization` (it changes the token ids the model sees).
+    """
     used = "openai" if plan.is_api(config, model) else kind
-    return {used: config["backends"][used]}
+    if used == "openai":
+        return {used: config["backends"][used]}
+    return {used: config["backends"][used], "tokenization": config["tokenization"]}
 
 
 def adapter_input(model):

@@ -1,4 +1,5 @@
 # Data stage: datasets, value distributions, VIM examples, benchmark prompts.
+from valueharms.data.benchmarks import duplicates_setting
 from valueharms.data.sources import expected_rows as _expected_rows
 from valueharms.data.sources import local_path, require_local
 
@@ -136,6 +137,8 @@ rule vim_examples:
         threshold=config["vim"]["threshold"],
         strategy=config["vim"]["strategy"],
         seed=config["vim"]["seed"],
+        stage1_questions=config["vim"]["stage1_questions"],
+        stage2_labels=config["vim"]["stage2_labels"],
         code=code("scripts/vim_examples.py"),
     script:
         "../scripts/vim_examples.py"
@@ -154,7 +157,9 @@ rule benchmark_prompts:
             )
         ),
     output:
-        "results/data/benchmarks/{benchmark}.parquet",
+        prompts="results/data/benchmarks/{benchmark}.parquet",
+        # Rows in, dropped and kept by reason (the report's Data table).
+        load_report="results/data/benchmarks/{benchmark}.load.json",
     log:
         "logs/benchmark_prompts/{benchmark}.log",
     benchmark:
@@ -172,6 +177,7 @@ rule benchmark_prompts:
         mode=lambda w: config["benchmarks"][w.benchmark]["subsample"],
         seed=config["benchmarks"]["seed"],
         expected_rows=lambda w: _expected_rows(w.benchmark, config),
+        duplicates=lambda w: duplicates_setting(w.benchmark, config),
         code=code("scripts/benchmark_prompts.py"),
     script:
         "../scripts/benchmark_prompts.py"
@@ -230,6 +236,7 @@ rule vim_split_sizes:
         threshold=config["vim"]["threshold"],
         strategy=config["vim"]["strategy"],
         seed=config["vim"]["seed"],
+        stage2_labels=config["vim"]["stage2_labels"],
         code=code("scripts/vim_split_sizes.py"),
     script:
         "../scripts/vim_split_sizes.py"

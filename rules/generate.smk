@@ -2,6 +2,7 @@
 # one benchmark, up to generation.subjects_per_job; rules/common.smk). The job loads the
 # base once, serves all the group's adapters from it and writes the group's table; a
 # local job per subject then cuts out results/generations/<benchmark>/<model>/<condition>.
+from valueharms.generate import job_bench
 
 
 rule generate:
@@ -28,7 +29,7 @@ rule generate:
         gpu=res("generate", "gpu"),
     params:
         members=group_members,
-        bench=lambda w: config["benchmarks"][w.benchmark],
+        bench=lambda w: job_bench(config["benchmarks"][w.benchmark], group_members(w)),
         template=lambda w: template(f"benchmarks.{w.benchmark}.template"),
         icl_template=lambda w: (
             template("icl.template") if group_distributions(w) else None
@@ -37,6 +38,7 @@ rule generate:
         model_spec=lambda w: model_spec(group_base(w)),
         seed=config["generation"]["seed"],
         batch_size=config["generation"]["batch_size"],
+        max_failure_share=config["generation"]["max_failure_share"],
         backend=config["generation"]["backend"],
         backend_settings=lambda w: backend_settings(
             group_base(w), config["generation"]["backend"]

@@ -29,6 +29,7 @@ rule judge:
         judge_name=lambda w: judge(w).name,
         judge_spec=judge_spec,
         backend_settings=judge_backend_settings,
+        max_failure_share=config["judges"]["max_failure_share"],
         code=code("scripts/judge.py"),
     script:
         "../scripts/judge.py"

@@ -7,6 +7,7 @@ rule metrics:
     output:
         metrics="results/metrics/{benchmark}.parquet",
         scores="results/metrics/{benchmark}_scores.parquet",
+        reasons="results/metrics/{benchmark}_failures.parquet",
     log:
         "logs/metrics/{benchmark}.log",
     benchmark:

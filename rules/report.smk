@@ -12,8 +12,33 @@ rule report:
         comparisons="results/stats/comparisons.parquet" if SUBJECTS else [],
         correlations="results/stats/correlations.parquet" if SUBJECTS else [],
         distributions="results/data/distributions.parquet" if SUBJECTS else [],
+        load_reports=(
+            expand(
+                "results/data/benchmarks/{benchmark}.load.json", benchmark=BENCHMARKS
+            )
+            if SUBJECTS
+            else []
+        ),
         nmse="results/alignment/pvq_nmse.parquet" if PVQ_SUBJECTS else [],
         mitigation="results/stats/mitigation.parquet" if MIT_ENABLED else [],
+        mitigation_metrics=(
+            "results/stats/mitigation_metrics.parquet" if MIT_ENABLED else []
+        ),
+        failure_reasons=(
+            [
+                *expand(
+                    "results/metrics/{benchmark}_failures.parquet",
+                    benchmark=BENCHMARKS,
+                ),
+                *(
+                    ["results/stats/mitigation_failures.parquet"]
+                    if MIT_ENABLED
+                    else []
+                ),
+            ]
+            if SUBJECTS
+            else []
+        ),
         studyb_tables=SB_TABLES,
         bases=sorted(
             {plan.base_dir(s.base) for s in SUBJECTS}

@@ -87,7 +87,9 @@ rule mitigation:
         judgments=mitigation_judgments,
         pairs=MIT_PAIRS_FILE if MIT_FROM_CORRELATIONS else [],
     output:
-        "results/stats/mitigation.parquet",
+        table="results/stats/mitigation.parquet",
+        metrics="results/stats/mitigation_metrics.parquet",
+        reasons="results/stats/mitigation_failures.parquet",
     log:
         "logs/mitigation.log",
     benchmark:

@@ -2,10 +2,10 @@
 # per source -> value subsets (XOR + flip) -> closed-set verification -> one DPO/ORPO LoRA
 # adapter per (model, method, beta, value) -> the induction settings generate on IssueBench,
 # AdvBench and AnthroBench (through the shared generate and judge rules) and lm-eval scores
-# QA -> the tables of valueharms.metrics.studyb -> the report's Study B section. Off unless
-# studyb.enabled. The rules are defined either way (so --lint checks them), but when it is
-# off nothing asks for their outputs, their wildcards match nothing, and nothing of Study B
-# is checked or looked for. Target: `snakemake studyb_all`.
+# QA -> the tables of valueharms.metrics.studyb (with Tables 1-2 and Figure 9 of the
+# preference data) -> the report's Study B section. Off unless studyb.enabled. The rules
+# are defined either way (so --lint checks them), but when it is off nothing asks for their
+# outputs, their wildcards match nothing, and nothing of Study B is checked or looked for. Target: `snakemake studyb_all`.
 # The plan (SBP) and the prompt texts (SB_TEMPLATES) are built in rules/common.smk, since
 # the generation groups hold Study B's subjects too.
 from valueharms.metrics import studyb as sbresults
@@ -19,17 +19,28 @@ SB_VERIFY_INPUT = sbplan.base_input(config, SBP.verify_model)
 
 
 # Study B's tables (valueharms.metrics.studyb.TABLES), when its evaluation is on.
-SB_TABLES = (
+SB_METRICS = (
     [f"{SB_RESULTS}/metrics/{name}.parquet" for name in sbresults.TABLES]
     if SBP.eval
     else []
 )
+# The preference data's tables (Tables 1-2, Figure 9; sbresults.PREFERENCE_TABLES), when
+# Study B is on: they need no evaluation run.
+SB_PREFERENCE_TABLES = (
+    [f"{SB_RESULTS}/metrics/{name}.parquet" for name in sbresults.PREFERENCE_TABLES]
+    if SBP.enabled
+    else []
+)
+# What the report reads: both, when the evaluation is on.
+SB_TABLES = SB_METRICS + SB_PREFERENCE_TABLES if SBP.eval else []
+SB_VERIFY = f"{SB_RESULTS}/verify"
 
 
 rule studyb_all:
     input:
         SBP.targets(),
-        SB_TABLES,
+        SB_METRICS,
+        SB_PREFERENCE_TABLES,
 
 
 rule studyb_triplets:
@@ -184,6 +195,35 @@ rule studyb_verify:
         "../scripts/studyb_verify.py"
 
 
+# Tables 1-2 and Figure 9 for the report, from the extraction, subset and verification
+# outputs (the extractions parsed again with the synonyms, as the subsets are).
+rule studyb_preference_tables:
+    input:
+        extractions=expand(SB_EXTRACTIONS, source=SBP.sources),
+        sizes=f"{SB_RESULTS}/subset_sizes.parquet",
+        verifications=f"{SB_VERIFY}/verifications.parquet" if SBP.verify else [],
+        precision=f"{SB_VERIFY}/precision.parquet" if SBP.verify else [],
+        baselines=f"{SB_VERIFY}/baselines.parquet" if SBP.verify else [],
+        summary=f"{SB_VERIFY}/summary.json" if SBP.verify else [],
+    output:
+        SB_PREFERENCE_TABLES,
+    log:
+        "logs/studyb_preference_tables.log",
+    benchmark:
+        "benchmarks/studyb_preference_tables.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=res("analysis", "mem_mb"),
+        runtime=res("analysis", "runtime"),
+    params:
+        values=list(SBP.values.values()),
+        synonyms=SB["extract"]["synonyms"],
+        code=code("scripts/studyb_preference_tables.py"),
+    script:
+        "../scripts/studyb_preference_tables.py"
+
+
 # Model id of an adapter: {model}/{method}-b{beta}/{value} (valueharms.plan.adapter_dir).
 rule studyb_train:
     input:
@@ -283,7 +323,7 @@ rule studyb_metrics:
         judgments=[plan.item_path("judgments", it) for it in SB_ITEMS],
         qa=[f"{SB_RESULTS}/qa/{m}.parquet" for m in SB_QA_IDS],
     output:
-        SB_TABLES,
+        SB_METRICS,
     log:
         "logs/studyb_metrics.log",
     benchmark:

@@ -45,6 +45,7 @@ rule train_vim_stage1:
         stage=1,
         train=config["vim"]["stage1"],
         chat=lambda w: model_spec(w.base)["chat"],
+        tokenization=config["tokenization"],
         code=code("scripts/train_vim.py"),
     script:
         "../scripts/train_vim.py"
@@ -72,6 +73,7 @@ rule train_vim_stage2:
         stage=2,
         train=config["vim"]["stage2"],
         chat=lambda w: model_spec(w.base)["chat"],
+        tokenization=config["tokenization"],
         code=code("scripts/train_vim.py"),
     script:
         "../scripts/train_vim.py"
@@ -97,6 +99,7 @@ rule train_benign:
     params:
         train=config["benign"]["train"],
         chat=lambda w: model_spec(w.base)["chat"],
+        tokenization=config["tokenization"],
         code=code("scripts/train_benign.py"),
     script:
         "../scripts/train_benign.py"

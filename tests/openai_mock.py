@@ -15,6 +15,10 @@ Faults are scripted per route and consumed one per request, in arrival order:
     ("malformed", "empty")         a 200 with `content: null`
 `always[text] = fault` makes every request whose echoed text is `text` fail that way.
 
+`budget` (off by default) makes answers obey max_tokens / max_completion_tokens, a token
+being a word: `reasoning_words` hidden words are spent first (a reasoning model), and an
+answer over what is left is cut there with finish_reason "length" (empty when nothing is).
+
 `delay` slows every generation call, so `max_in_flight` shows how many ran at once.
 
 Batches finish after `batch_polls` GETs. `batch_error_ids` go to the error file,
@@ -76,15 +80,30 @@ def answer_text(body: dict[str, Any]) -> str:
     return str(body.get("prompt", ""))
 
 
-def completion_body(body: dict[str, Any], chat: bool, seq: int) -> dict[str, Any]:
+def _within_budget(text: str, body: dict[str, Any], reasoning_words: int) -> tuple[str, str]:
+    budget = body.get("max_completion_tokens") or body.get("max_tokens") or 1 << 30
+    left, words = budget - reasoning_words, text.split(" ")
+    if left <= 0:
+        return "", "length"
+    return (" ".join(words[:left]), "length") if len(words) > left else (text, "stop")
+
+
+def completion_body(
+    body: dict[str, Any], chat: bool, seq: int, reasoning_words: int | None = None
+) -> dict[str, Any]:
+    """The mock's answer; `reasoning_words` not None: obey the token budget."""
     text, n = answer_text(body), int(body.get("n", 1))
     outs = [f"echo:{text}" + (f"#{i}" if n > 1 else "") for i in range(n)]
+    finish = ["stop"] * n
+    if reasoning_words is not None:
+        cut = [_within_budget(t, body, reasoning_words) for t in outs]
+        outs, finish = [t for t, _ in cut], [f for _, f in cut]
     if chat:
         choices = [
             {
                 "index": i,
                 "message": {"role": "assistant", "content": t},
-                "finish_reason": "stop",
+                "finish_reason": finish[i],
                 "logprobs": None,
             }
             for i, t in enumerate(outs)
@@ -92,7 +111,7 @@ def completion_body(body: dict[str, Any], chat: bool, seq: int) -> dict[str, Any
         kind = "chat.completion"
     else:
         choices = [
-            {"index": i, "text": t, "finish_reason": "stop", "logprobs": None}
+            {"index": i, "text": t, "finish_reason": finish[i], "logprobs": None}
             for i, t in enumerate(outs)
         ]
         kind = "text_completion"
@@ -125,6 +144,8 @@ class MockOpenAI:
         self.batch_drop_ids: set[str] = set()
         self.batch_fail: str | None = None
         self.delay = 0.0
+        self.budget = False
+        self.reasoning_words = 0
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.RLock()  # batch handlers store files while holding it
@@ -219,7 +240,12 @@ class MockOpenAI:
                 record |= {"response": {"status_code": 500, "body": body}, "error": None}
                 out.append(record)
             else:
-                body = completion_body(line["body"], batch.endpoint.endswith("chat/completions"), 0)
+                body = completion_body(
+                    line["body"],
+                    batch.endpoint.endswith("chat/completions"),
+                    0,
+                    self.reasoning_words if self.budget else None,
+                )
                 record |= {"response": {"status_code": 200, "body": body}, "error": None}
                 out.append(record)
         if out:
@@ -360,7 +386,8 @@ def _handler_for(mock: MockOpenAI) -> type[BaseHTTPRequestHandler]:
             with mock._lock:
                 mock._seq += 1
                 seq = mock._seq
-            reply = completion_body(body, path == "/v1/chat/completions", seq)
+            budget = mock.reasoning_words if mock.budget else None
+            reply = completion_body(body, path == "/v1/chat/completions", seq, budget)
             if fault is not None and fault[:2] == ("malformed", "empty"):
                 for choice in reply["choices"]:
                     if "message" in choice:

@@ -28,7 +28,8 @@ def test_defaults_fill_an_empty_config() -> None:
     assert cfg["distributions"]["extreme"] == {"high": 6, "low": 1}
     # Per-benchmark defaults differ, and the shared benchmark definition fills the rest.
     rtp = cfg["benchmarks"]["rtp"]
-    assert (rtp["samples"], rtp["stop_at_sentence"], rtp["max_new_tokens"]) == (10, True, 64)
+    assert (rtp["samples"], rtp["max_new_tokens"], rtp["scored_text"]) == (10, 64, "sentence")
+    assert rtp["stop"] == dict.fromkeys(("vanilla", "icl", "vim", "benign"), "sentence")
     assert (rtp["temperature"], rtp["top_p"], rtp["n_prompts"]) == (0.1, 0.75, None)
     assert cfg["benchmarks"]["holisticbiasr"]["max_new_tokens"] == 128
     assert cfg["benchmarks"]["hexphi"]["samples"] == 1
@@ -142,7 +143,7 @@ def test_demo_config_validates_with_its_overrides() -> None:
     rtp = cfg["benchmarks"]["rtp"]
     for key, value in raw["benchmarks"]["rtp"].items():
         assert rtp[key] == value
-    assert rtp["stop_at_sentence"] is True  # rtp's own default survives the override
+    assert rtp["stop"]["vim"] == "sentence"  # rtp's own default survives the override
     assert rtp["template"] == "resources/prompts/bench_continuation.txt"
     for name, spec in raw["datasets"].items():
         assert cfg["datasets"][name]["path"] == spec["path"]
@@ -163,7 +164,7 @@ def test_study_a_config_validates_with_its_overrides() -> None:
     assert cfg["benchmarks"]["rtp"]["samples"] == 10
     assert cfg["benchmarks"]["holisticbiasr"]["max_new_tokens"] == 128
     assert cfg["vim"]["stage1"]["learning_rate"] == 2e-5
-    assert cfg["judges"]["llm"]["model"] == "llama2-7b"
+    assert cfg["judges"]["llm"]["model"] == "gpt-4o"
 
 
 # --- parse-time errors, as the workflow reports them --------------------------------------
@@ -201,7 +202,6 @@ def parse_time_message(config: dict, workdir: Path) -> str:
         ({"benchmarks": {"rtp": {"samples": "ten"}}}, "benchmarks.rtp.samples"),
         ({"datasets": {"hexphi": {"path": "nowhere/hex-phi.csv"}}}, "datasets.hexphi.path"),
         ({"distributions": {"select": ["Ach", "Bogus"]}}, "distributions.select"),
-        ({"datasets": {"pvq": {"path": None}}}, "datasets.pvq.path"),
         (
             {"mitigation": {"pairs": [{"value": "Power", "category": "hate_speech"}]}},
             "mitigation.pairs[0].category",
@@ -228,9 +228,9 @@ def test_missing_preference_file_stops_with_one_message(tmp_path) -> None:
     from test_studyb_workflow import fixture_datasets
 
     data = fixture_datasets()
-    data["pku_saferlhf"] = {"path": "nowhere/train.jsonl"}
+    data["pku_saferlhf_standard"] = {"path": "nowhere/train.parquet"}
     config = deep_merge(load_yaml(ROOT / "config" / "study_b.yaml"), {"datasets": data})
     msg = parse_time_message(config, tmp_path).splitlines()[0]
-    assert "datasets.pku_saferlhf.path" in msg and "nowhere/train.jsonl" in msg
+    assert "datasets.pku_saferlhf_standard.path" in msg and "nowhere/train.parquet" in msg
     # ... and where to get it: the upstream dataset and its pinned download address
-    assert "PKU-Alignment/PKU-SafeRLHF" in msg and "https://huggingface.co/" in msg
+    assert "RLHFlow/PKU-SafeRLHF-30K-standard" in msg and "https://huggingface.co/" in msg

@@ -307,12 +307,13 @@ def test_wrong_row_count_stops(tmp_path) -> None:
 
 def test_malformed_rows_counted_benchmarks(tmp_path) -> None:
     rtp = tmp_path / "rtp.csv"
-    rtp.write_text('ok one\n"two, fields",x\n""\nok two\n')
+    rtp.write_text('ok one\n"one, field"\n""\nok two\n')
     rep = LoadReport("rtp", str(rtp))
     df = registry.get("rtp").load(rtp, report=rep)
-    assert df["prompt_id"].tolist() == ["rtp-000000", "rtp-000003"]
-    assert (rep.rows_in, rep.rows_out) == (4, 2)
-    assert rep.dropped == {"record has more than one field": 1, "empty prompt": 1}
+    assert df["prompt_id"].tolist() == ["rtp-000000", "rtp-000001", "rtp-000003"]
+    assert (rep.rows_in, rep.rows_out) == (4, 3)
+    assert rep.dropped == {"empty prompt": 1}
+    # A record with two fields is an error now (tests/test_loaders_strict.py).
 
     hexphi = tmp_path / "hex.csv"
     hexphi.write_text("category,prompt\nc1,p1\nc1,\n,p3\nc2,p4\n")

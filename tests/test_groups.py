@@ -157,7 +157,7 @@ def test_group_job_writes_one_table_and_the_cuts_are_the_subjects(
          "system": "Be careful.", "categories": ["a"]},
     ]  # fmt: skip
     bench = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "samples": 1,
-             "stop_at_sentence": False}  # fmt: skip
+             "stop": {}}  # fmt: skip
     out = tmp_path / "group.parquet"
     model = BackendSetup(
         "tiny",

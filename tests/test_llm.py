@@ -212,10 +212,9 @@ def test_generate_rows_samples_failures_and_first_sentence(
         prompts_df(3),
         backend,
         LLMCache(tmp_path),
-        Member("m/vim/Ach", "plain", adapter="subject"),
+        Member("m/vim/Ach", "plain", adapter="subject", stop="sentence"),
         "{prompt}",
         s,
-        stop_at_sentence=True,
     )
     assert list(df.columns) == GENERATIONS_SCHEMA.names
     assert df["prompt_id"].tolist() == ["p0", "p0", "p1", "p1", "p2", "p2"]
@@ -529,3 +528,19 @@ def test_changed_adapter_weights_miss_the_cache(
     assert first.identity(None) == second.identity(None)
     (resp,) = cached_generate(second, [req], cache)
     assert resp.cached is False and n_entries(tmp_path / "cache") == 2
+
+
+def test_a_local_judge_reply_cut_by_max_new_tokens_is_a_length_failure(hf_base) -> None:
+    """Issue 17: a judge verdict that runs out of budget is a failure with its reason; the
+    same text asked as a generation is an answer (a continuation may stop anywhere)."""
+    from valueharms.llm.interface import STATUS_FAILED, STATUS_OK
+
+    s = Sampling(max_new_tokens=3)
+    judge = Request("j", messages=(("user", "Rate this"),), sampling=s, cut_is_failure=True)
+    gen = Request("g", messages=(("user", "Rate this"),), sampling=s)
+    r_judge, r_gen = hf_base.generate([judge, gen])
+    # The tiny model's greedy reply to this prompt does not end within 3 tokens.
+    assert hf_base._cut == [True, True]
+    assert r_gen.status == STATUS_OK and len(r_gen.texts) == 1
+    assert r_judge.status == STATUS_FAILED and r_judge.error.startswith("LengthCut")
+    assert "3 tokens" in r_judge.error

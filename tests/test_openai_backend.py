@@ -194,7 +194,8 @@ def test_reasoning_models_get_max_completion_tokens_and_no_temperature(mock: Moc
     (resp,) = make(mock, reasoning=True).generate([chat(0, sampling=sampling)])
     assert resp.status == STATUS_OK
     body = mock.generate_calls()[0].body
-    assert body["max_completion_tokens"] == 77
+    # The larger of the step's budget and the reasoning budget (hidden tokens count).
+    assert body["max_completion_tokens"] == 16384
     assert not {"max_tokens", "temperature", "top_p"} & set(body)
     make(mock).generate([chat(1, sampling=sampling)])  # other models: as before
     plain = mock.generate_calls()[1].body
@@ -329,3 +330,85 @@ def test_killed_batch_job_resumes_the_same_batch(
     assert "resuming batch batch-2" in caplog.text
     assert list(tmp_path.iterdir()) == []
     assert SECRET not in caplog.text
+
+
+def _budget_backend(mock, **kw):
+    from valueharms.llm.openai_backend import OpenAIBackend
+
+    return OpenAIBackend("judge", base_url=mock.base_url, max_retries=1, backoff_base=0.0, **kw)
+
+
+def test_a_judge_reply_cut_by_its_budget_is_a_failure_with_that_reason(monkeypatch):
+    """Issue 17/18: finish_reason "length" on a judge request is a failure, not a verdict;
+    a generation cut by its budget is an ordinary answer."""
+    from openai_mock import MockOpenAI
+
+    from valueharms.llm.interface import STATUS_FAILED, STATUS_OK, Request, Sampling
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with MockOpenAI() as mock:
+        mock.budget = True
+        backend = _budget_backend(mock)
+        s = Sampling(max_new_tokens=3)
+        long = "one two three four five"
+        judge = Request("j", messages=(("user", long),), sampling=s, cut_is_failure=True)
+        gen = Request("g", messages=(("user", long),), sampling=s)
+        short = Request("s", messages=(("user", "ok"),), sampling=s, cut_is_failure=True)
+        r_judge, r_gen, r_short = backend.generate([judge, gen, short])
+        assert r_judge.status == STATUS_FAILED and r_judge.error.startswith("LengthCut")
+        assert "3 tokens" in r_judge.error
+        assert r_gen.status == STATUS_OK and r_gen.texts == ["echo:one two three"]
+        assert r_short.status == STATUS_OK and r_short.texts == ["echo:ok"]
+        # Cut replies are not retried: one HTTP call each.
+        assert len([r for r in mock.requests if r.path.endswith("completions")]) == 3
+
+
+def test_an_empty_reply_cut_by_hidden_reasoning_is_a_length_failure_not_retried(monkeypatch):
+    from openai_mock import MockOpenAI
+
+    from valueharms.llm.interface import STATUS_FAILED, Request, Sampling
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with MockOpenAI() as mock:
+        mock.budget, mock.reasoning_words = True, 10
+        backend = _budget_backend(
+            mock, reasoning=True, reasoning_budget=8, reasoning_retry_factor=1
+        )
+        req = Request("r", messages=(("user", "x"),), sampling=Sampling(max_new_tokens=8))
+        (resp,) = backend.generate([req])
+        assert resp.status == STATUS_FAILED
+        assert "LengthCut" in resp.error and "no visible text" in resp.error
+        assert backend.retries == 0 and len(mock.generate_calls()) == 1
+
+
+def test_a_reasoning_judge_cut_by_its_budget_is_retried_once_with_a_larger_one(monkeypatch):
+    """Issue 18: an o4-mini-style judge spends hidden tokens; a reply cut by its budget is
+    asked once more at reasoning_retry_factor times it; one that stays cut is a failure."""
+    from openai_mock import MockOpenAI
+
+    from valueharms.llm.interface import STATUS_FAILED, STATUS_OK, Request, Sampling
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with MockOpenAI() as mock:
+        mock.budget, mock.reasoning_words = True, 20
+        backend = _budget_backend(mock, reasoning=True, reasoning_budget=16)
+        s = Sampling(max_new_tokens=8)
+        req = Request("r", messages=(("user", "refused"),), sampling=s, cut_is_failure=True)
+        (resp,) = backend.generate([req])
+        assert resp.status == STATUS_OK and resp.texts == ["echo:refused"]
+        budgets = [c.body["max_completion_tokens"] for c in mock.generate_calls()]
+        assert budgets == [16, 64] and backend.length_retries == 1
+
+        mock.reasoning_words = 100  # still cut at 64: a counted failure with its reason
+        (stays,) = backend.generate([Request("s", messages=(("user", "x"),), sampling=s)])
+        assert stays.status == STATUS_FAILED and "LengthCut" in stays.error
+        assert "(64 tokens)" in stays.error and backend.length_retries == 2
+        assert "reasoning_budget" in backend.identity(None)
+
+
+def test_the_reasoning_budget_and_retry_are_config_keys():
+    from valueharms.config import validate
+
+    cfg = validate({})
+    assert cfg["backends"]["openai"]["reasoning_budget"] >= 4096
+    assert cfg["backends"]["openai"]["reasoning_retry_factor"] == 4

@@ -416,8 +416,8 @@ def test_studyb_only_report(studyb: dict, tmp_path: Path) -> None:
     assert fail["Total"][2:] == ["32", "123", "115", "4", "4"]
     # the judge of every table is named; two plots; text escaped
     assert "Judge: llm:refusal-judge" in html and "Judge: llm:anthro-judge" in html
-    assert html.count("Judge: llm:smollm2-135m (choice)") == 5  # Tables 5, 6, 7, 10, 11
-    assert len(p.imgs) == 2 and all(s.startswith("data:image/png;base64,") for s in p.imgs)
+    assert html.count("Judge: llm:smollm2-135m (choice)") == 10  # 5 tables, frequencies, diversity
+    assert len(p.imgs) == 7 and all(s.startswith("data:image/png;base64,") for s in p.imgs)
     assert EVIL not in html and "a note &lt;script&gt;" in html
     assert "Not configured" not in html and "No data" not in html
 
@@ -430,7 +430,7 @@ def test_both_studies_report(frames: dict, studyb: dict, tmp_path: Path) -> None
     assert ">Headline</h2>" in html and ">Study B findings</h2>" in html
     # Study A's failures table keeps its own numbers
     assert p.tables["failures"][-1] == ["Total", "", "3", "60", "7", "3"]
-    assert len(p.imgs) == 1 + 2
+    assert len(p.imgs) == 1 + 7
 
 
 def test_study_a_report_has_no_study_b(frames: dict, tmp_path: Path) -> None:
@@ -500,3 +500,19 @@ def test_analysis_report_reads_studyb_tables(studyb: dict, tmp_path: Path) -> No
     with pytest.raises(ValueError, match="not a Study B table"):
         inputs = analysis.ReportInputs(studyb_tables=[*paths, str(bad)])
         analysis.report(inputs, *args, studyb_info={})
+
+
+def test_the_failure_table_counts_the_mitigation_runs_too() -> None:
+    """Issue 21: mitigation judgments' failures appear in the Failures table."""
+    import pandas as pd
+
+    from valueharms.report.render import _counts, _failures_table
+
+    rows = [
+        ("hexphi", "llm:j", "m/vanilla", "plain", "all", 30, 2, 1),
+        ("hexphi", "llm:j", "m/vanilla", "mit-safety-x", "all", 30, 3, 0),
+    ]
+    cols = ["benchmark", "judge", "model_id", "condition", "category", "n", "n_failed"]
+    m = pd.DataFrame(rows, columns=[*cols, "n_unparsed"]).assign(metric="harm", value=1.0)
+    t = _failures_table(_counts(m))
+    assert t.rows[-1]["cells"][-2:] == ["5", "1"]

@@ -24,7 +24,7 @@ BENCH = {
     "temperature": 0.0,
     "top_p": 1.0,
     "samples": 1,
-    "stop_at_sentence": False,
+    "stop": {},
 }
 
 

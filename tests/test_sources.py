@@ -56,8 +56,14 @@ def test_without_a_local_copy_the_file_is_downloaded(tmp_path: Path) -> None:
 
 
 def test_a_dataset_without_url_or_local_file_says_how_to_get_it(tmp_path: Path) -> None:
+    """Planning needs no user file (issue 17): the path is the fetch job's output, and
+    that job fails with the message."""
+    from valueharms.data.sources import download
+
+    path, needs = resolve("ess", validate({}), str(tmp_path))
+    assert needs and path.startswith(str(tmp_path))
     with pytest.raises(DataError) as err:
-        resolve("ess", validate({}), str(tmp_path))
+        download(source("ess"), path)
     msg = str(err.value)
     assert "dataset 'ess'" in msg and "no download address" in msg
     assert "europeansocialsurvey.org" in msg

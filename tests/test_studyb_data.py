@@ -197,18 +197,21 @@ def test_subsample_is_seeded_per_source_and_keeps_ids() -> None:
 
 
 def test_load_all_concatenates_into_the_declared_schema(tmp_path: Path) -> None:
-    paths = {n: FIX / f"{n}.jsonl" for n in prefs.SOURCES}
+    # the upstream layouts here; the paper's RLHFlow releases: tests/test_studyb_sources.py
+    paths = {n: FIX / f"{n}.jsonl" for n in prefs.ALTERNATIVE_SOURCES}
     reports: dict[str, LoadReport] = {}
     df = prefs.load_all(paths, n=1, seed=0, reports=reports)
-    assert df.groupby("source").size().to_dict() == dict.fromkeys(prefs.SOURCES, 1)
-    assert set(reports) == set(prefs.SOURCES)
+    assert df.groupby("source").size().to_dict() == dict.fromkeys(prefs.ALTERNATIVE_SOURCES, 1)
+    assert set(reports) == set(prefs.ALTERNATIVE_SOURCES)
     write_table(tmp_path / "t.parquet", df, prefs.TRIPLETS_SCHEMA)
     pd.testing.assert_frame_equal(read_table(tmp_path / "t.parquet", prefs.TRIPLETS_SCHEMA), df)
 
 
 def test_fixture_folder_holds_only_our_files() -> None:
     # The fixtures are ours, small, in the public layouts: keep them that way.
-    assert sorted(p.name for p in FIX.iterdir()) == sorted(f"{n}.jsonl" for n in prefs.SOURCES)
+    assert sorted(p.name for p in FIX.iterdir()) == sorted(
+        f"{n}.jsonl" for n in prefs.ALTERNATIVE_SOURCES
+    )
     assert all(p.stat().st_size < 4000 for p in FIX.iterdir())
 
 

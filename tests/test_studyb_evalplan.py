@@ -154,7 +154,7 @@ def test_choice_mode_needs_local_weights() -> None:
 
 
 def test_missing_evaluation_files_say_where_to_get_them() -> None:
-    from valueharms.data.sources import DataError
+    from valueharms.data.sources import DataError, download, source
 
     for name, key in [
         ("issuebench", "datasets.issuebench.path"),
@@ -164,9 +164,13 @@ def test_missing_evaluation_files_say_where_to_get_them() -> None:
         cfg["datasets"][name] = {"path": f"nowhere/{name}.csv"}
         with pytest.raises(DataError, match=key.replace(".", r"\.")):
             sbplan.build(cfg, "results/data/raw")
-        cfg["datasets"].pop(name)  # not set at all: no download address, how to get it
+        # Not set at all: planning goes on (issue 17); its fetch job fails saying how to
+        # get the file, and the preflight names it.
+        cfg["datasets"].pop(name)
+        path, needs = sbplan.build(cfg, "results/data/raw").data[name]
+        assert needs and path.startswith("results/data/raw")
         with pytest.raises(DataError, match=rf"datasets\.{name}\.path") as err:
-            sbplan.build(cfg, "results/data/raw")
+            download(source(name), path)
         assert "github.com/paul-rottger/issuebench" in str(err.value) or name == "anthrobench"
     cfg = config()
     cfg["datasets"]["issuebench"]["templates_path"] = "nowhere/templates.csv"

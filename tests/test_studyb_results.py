@@ -450,3 +450,232 @@ def test_tables_round_trip_through_parquet(tables: dict[str, pd.DataFrame], tmp_
         pd.testing.assert_frame_equal(back[name], df)
     with pytest.raises(ValueError, match="given twice"):
         R.read_tables([*paths, paths[0]])
+
+
+# ---------------------------------------------------------------- issue 18: the analyses
+
+
+def test_value_diversity_figure_7(tables: dict[str, pd.DataFrame]) -> None:
+    """Distinct values over all of a subject's extracted responses, mean over values."""
+    d = tables["diversity"]
+    # mb none: the vanilla responses "", honesty, U, fairness -> 2 distinct of 3 extracted,
+    # the same for both target values
+    r = row(d, model="mb", setting="none")
+    assert (r.mean_unique, r.se, r.n_values, r.mean_n) == (2.0, 0.0, 2, 3.0)
+    # mb prompt: empathy {empathy} 1; honesty {honesty, fairness} 2 (3 extracted, 1 failed)
+    r = row(d, model="mb", setting="prompt")
+    assert (r.mean_unique, r.se, r.mean_n) == (1.5, 0.5, 3.5)
+    # mi train DPO: empathy expresses nothing (0), honesty {honesty, respect, fairness} 3
+    r = row(d, model="mi", setting="train", method="dpo")
+    assert (r.mean_unique, r.se, r.beta) == (1.5, 1.5, 0.1)
+    assert row(d, model="mi", setting="train", method="orpo").mean_unique == 1.5
+    # one subject at T = 0.4: {empathy, respect, honesty}; no s.e. with one value
+    r = row(d, model="mi", setting="both", temperature=0.4)
+    assert r.mean_unique == 3.0 and math.isnan(r.se) and r.n_values == 1
+    assert row(d, model="mb", setting="both", beta=0.01).mean_unique == 1.0
+    assert list(d.loc[d["model"] == "mb", "setting"]) == ["none", "prompt", "train", "both", "both"]
+
+
+def test_value_matrix_figures_2_10_11(tables: dict[str, pd.DataFrame]) -> None:
+    m = tables["value_matrix"]
+    # the none setting's vanilla responses once per model (value null), not once per value
+    none = m[(m["model"] == "mb") & (m["setting"] == "none")]
+    assert none["value"].isna().all()
+    shares = sorted(zip(none["expressed"], none["share"], strict=True))
+    assert shares == [("fairness", 1 / 3), ("honesty", 1 / 3)]
+    # mb both empathy at 0.1: empathy|honesty, empathy, honesty, "" (+ U, F): 2/4 each
+    r = m[(m["model_id"] == "mb/dpo-b0.1/empathy") & (m["condition"] == "prompt-empathy")]
+    assert sorted(zip(r["expressed"], r["n_expressing"], r["n"], strict=True)) == [
+        ("empathy", 2, 4),
+        ("honesty", 2, 4),
+    ]
+    # every value, not only the targets; a subject that expressed nothing has no row
+    assert "respect" in set(m["expressed"]) and "fairness" in set(m["expressed"])
+    assert not ((m["model_id"] == "mb/dpo-b0.1/honesty") & (m["condition"] == "plain")).any()
+    # within a subject, most expressed first
+    r = m[(m["model_id"] == "mi/dpo-b0.1/honesty") & (m["condition"] == "plain")]
+    assert r["expressed"].tolist() == ["honesty", "fairness", "respect"]
+
+
+def _extraction_rows() -> pd.DataFrame:
+    """Two sources; src1: p1 chosen empathy+honesty / rejected none, p2 chosen empathy /
+    rejected "open minded" (a synonym) + empathy; src2: q1 chosen unparsed / rejected humor."""
+    raw = {
+        ("src1", "p1", "chosen"): "<answer>empathy, honesty</answer>",
+        ("src1", "p1", "rejected"): "<answer>none</answer>",
+        ("src1", "p2", "chosen"): "<answer>empathy</answer>",
+        ("src1", "p2", "rejected"): "<answer>open minded, empathy</answer>",
+        ("src2", "q1", "chosen"): "garbage",
+        ("src2", "q1", "rejected"): "<answer>Humor</answer>",
+    }
+    return pd.DataFrame(
+        [
+            {"source": s, "row_id": r, "side": side, "raw": text, "status": "ok", "values": []}
+            | {"dropped_items": [], "error": None}
+            for (s, r, side), text in raw.items()
+        ]
+    )
+
+
+def test_source_values_figure_9() -> None:
+    from valueharms.studyb.extract import reparse
+
+    ext = reparse(_extraction_rows(), {"open minded": "open-mindedness"})
+    s = R.source_values(ext, ["src2", "src1"])
+    assert list(dict.fromkeys(s["source"])) == ["src2", "src1"]
+    one = s[s["source"] == "src1"]
+    # empathy 2 chosen + 1 rejected; honesty and open-mindedness 1 each (ties by name)
+    assert one["value"].tolist() == ["empathy", "honesty", "open-mindedness"]
+    assert one["rank"].tolist() == [1, 2, 3]
+    assert one[["n_chosen", "n_rejected", "n_responses"]].values.tolist() == [
+        [2, 1, 3],
+        [1, 0, 1],
+        [0, 1, 1],
+    ]
+    assert one["share_chosen"].tolist() == [1.0, 0.5, 0.0]
+    assert one["share_rejected"].tolist() == [0.5, 0.0, 0.5]
+    two = row(s, source="src2")  # the unparsed chosen response is not extracted
+    assert (two.value, two.chosen_extracted, two.rejected_extracted) == ("humor", 0, 1)
+    assert math.isnan(two.share_chosen) and two.share_rejected == 1.0
+    # the shards of one release are one dataset, as in Figure 9
+    shards = ext.assign(source=ext["source"].map({"src1": "uf_1of3", "src2": "uf_2of3"}))
+    uf = R.source_values(shards)
+    assert set(uf["source"]) == {"uf"} and row(uf, value="empathy").n_responses == 3
+    assert (uf["chosen_extracted"] == 2).all() and (uf["rejected_extracted"] == 3).all()
+
+
+def _preference_files(tmp_path) -> tuple[list[str], str, R.VerifyFiles]:
+    """Extractions of two sources, Table 1 sizes and the verifier's outputs, on disk."""
+    from valueharms.io import write_json, write_table
+    from valueharms.studyb import extract, subsets, verify
+
+    ext = _extraction_rows()
+    paths = []
+    for src, g in ext.groupby("source"):
+        paths.append(str(tmp_path / f"{src}.parquet"))
+        write_table(paths[-1], g, extract.EXTRACTIONS_SCHEMA)
+    sizes = str(tmp_path / "sizes.parquet")
+    write_table(
+        sizes,
+        pd.DataFrame({"value": VALUES, "chosen": [5, 1], "rejected": [2, 0], "total": [7, 1]}),
+        subsets.SUBSET_SIZES_SCHEMA,
+    )
+    # empathy: 2 of 3 verified (1 unparsed), 1 hit; honesty 1 of 1
+    ver = pd.DataFrame(
+        {
+            "value": ["empathy", "empathy", "empathy", "honesty"],
+            "source": "src1",
+            "row_id": ["p1", "p2", "p3", "p1"],
+            "flipped": False,
+            "raw": None,
+            "status": ["ok", "ok", "unparsed", "ok"],
+            "labels": [["empathy", "honesty"], ["honesty"], None, ["honesty", "empathy", "x"]],
+            "unknown_labels": [[], [], [], []],
+            "error": None,
+        }
+    )
+    names = ("v.parquet", "p.parquet", "b.parquet", "s.json")
+    files = R.VerifyFiles(*(str(tmp_path / n) for n in names))
+    write_table(files.verifications, ver, verify.VERIFICATIONS_SCHEMA)
+    write_table(files.precision, verify.precision_table(ver), verify.PRECISION_SCHEMA)
+    base = verify.random_baselines([1, 5], VALUES)
+    write_table(files.baselines, base, verify.BASELINES_SCHEMA)
+    write_json(files.summary, {"verifier": "llm:verifier"})
+    return paths, sizes, files
+
+
+def test_preference_tables_1_2_and_figure_9(tmp_path) -> None:
+    paths, sizes, files = _preference_files(tmp_path)
+    t = R.preference_tables(paths, sizes, files, VALUES, {"open minded": "open-mindedness"})
+    assert list(t) == list(R.PREFERENCE_TABLES)
+    for name, df in t.items():
+        assert list(df.columns) == R.PREFERENCE_TABLES[name].names, name
+        conform(df, R.PREFERENCE_TABLES[name])
+    assert t["subset_sizes"]["total"].tolist() == [7, 1]
+    assert "open-mindedness" in set(t["source_values"]["value"])  # the synonyms applied
+    by = t["verification_by_value"].set_index("value")
+    assert by["precision"].tolist() == [0.5, 1.0] and (by["verifier"] == "llm:verifier").all()
+    rand = t["verification"][t["verification"]["kind"] == "random"]
+    assert rand["annotator"].tolist() == [
+        "random baseline (k=1 of 17 labels)",
+        "random baseline (k=5 of 17 labels)",
+    ]
+    assert rand["precision"].tolist() == pytest.approx([1 / 17, 5 / 17])
+    r = row(t["verification"], kind="verifier")
+    # macro (0.5 + 1) / 2; pooled 2 hits / 3 verified; (2 + 1 + 3) / 3 labels per answer
+    assert (r.annotator, r.precision, r.n_verified, r.n_values) == ("llm:verifier", 0.75, 3, 2)
+    assert r.micro == pytest.approx(2 / 3) and r.labels_per_sample == 2.0
+    assert len(t["verification"]) == 3
+    # verification off: its tables are empty, with their columns
+    off = R.preference_tables(paths, sizes, None, VALUES)
+    assert off["verification"].empty and list(off["verification"].columns) == list(
+        R.PREFERENCE_TABLES["verification"].names
+    )
+    # written and read back beside the evaluation tables
+    written = R.write_tables(t, tmp_path / "m", R.PREFERENCE_TABLES)
+    main = R.write_tables(
+        R.build_tables(None, None, None, None, 0.1, VALUES), tmp_path / "m", R.TABLES
+    )
+    back = R.read_tables([*written, *main])
+    assert list(back) == [*R.TABLES, *R.PREFERENCE_TABLES]
+    for name, df in t.items():
+        pd.testing.assert_frame_equal(back[name], df)
+
+
+def test_report_shows_the_analyses(tables: dict[str, pd.DataFrame], tmp_path) -> None:
+    """The report's Study B section: Tables 1-2, Figure 9, the heat-maps and diversity."""
+    from valueharms.report.studyb import section
+
+    paths, sizes, files = _preference_files(tmp_path)
+    pref = R.preference_tables(paths, sizes, files, VALUES)
+    info = {"main_beta": 0.1, "models": ["mi", "mb"], "values": VALUES, "judges": {}}
+    blocks = {b.id: b for b in section({**tables, **pref}, info)["blocks"]}
+    t1 = blocks["sec-sb-subsets"].table
+    assert t1.rows[0]["cells"] == ["empathy", "5", "2", "7", "2", "50.0"]
+    t2 = blocks["sec-sb-verification"].table
+    assert [r["cells"][0] for r in t2.rows][-1] == "llm:verifier"
+    assert t2.rows[-1]["cells"][2:4] == ["75.00", "66.67"]
+    src = blocks["sec-sb-sources"]
+    assert src.png and src.table.rows[0]["group"].startswith("src1 (2 chosen, 2 rejected")
+    div = blocks["sec-sb-diversity"]
+    assert div.png and div.table.rows[1]["cells"][:4] == ["mb", "base", "2.0 ± 0.0", "1.5 ± 0.5"]
+    figs = blocks["sec-sb-value-matrix"].figures
+    # per model: the main beta (open: none, prompt, train, both) and the other beta folded
+    assert [(f.summary, f.open) for f in figs] == [
+        ("mi: None, Prompt, Train (β 0.1), Both (β 0.1)", True),
+        ("mi: Both (β 0.01)", False),
+        ("mb: None, Prompt, Train (β 0.1), Both (β 0.1)", True),
+        ("mb: Both (β 0.01)", False),
+    ]
+    mb = figs[2].table
+    assert mb.columns == ["Expressed value", "vanilla", "empathy", "honesty"] + [
+        "empathy", "honesty"
+    ] * 2  # fmt: skip
+    cells = {r["cells"][0]: r["cells"][1:] for r in mb.rows}
+    # honesty: vanilla 1/3; prompt 0, 2/3; train 0, 0 (nothing expressed); both 2/4, 1/4
+    assert cells["honesty"] == ["33.3", "0.0", "66.7", "0.0", "0.0", "50.0", "25.0"]
+    assert [r["cells"][0] for r in mb.rows] == ["honesty", "empathy", "fairness"]
+    # without the preference tables (an older caller), their blocks are left out
+    ids = [b.id for b in section(tables, info)["blocks"]]
+    assert "sec-sb-subsets" not in ids and "sec-sb-diversity" in ids
+
+
+def test_preference_tables_job_writes_every_table(tmp_path) -> None:
+    """scripts/studyb_preference_tables.py's path: the rule's files in, the tables out;
+    without the verify inputs (verification off) Table 2 is empty."""
+    from valueharms.job import Files, Job
+
+    paths, sizes, files = _preference_files(tmp_path)
+    out = [str(tmp_path / "m" / f"{n}.parquet") for n in R.PREFERENCE_TABLES]
+    params = {"values": VALUES, "synonyms": {}}
+    verify = {
+        "verifications": files.verifications,
+        "precision": files.precision,
+        "baselines": files.baselines,
+        "summary": files.summary,
+    }
+    for given, n_rows in ((verify, 3), ({k: [] for k in verify}, 0)):
+        inputs = Files.of(extractions=paths, sizes=sizes, **given)
+        R.preference_tables_job(Job(input=inputs, output=Files.of(*out), params=params))
+        assert len(pd.read_parquet(out[-1])) == n_rows  # verification
+        assert len(pd.read_parquet(out[0])) == 2  # subset_sizes

@@ -20,7 +20,7 @@ from test_workflow import job_counts, planned_outputs, workflow_copy
 from test_workflow import smk as run_snakemake
 
 from valueharms import plan as vplan
-from valueharms.config import ConfigError, load_schema, load_yaml, validate
+from valueharms.config import ConfigError, deep_merge, load_schema, load_yaml, validate
 from valueharms.io import read_json, read_table
 from valueharms.llm.backends import BackendSetup
 from valueharms.studyb import extract, steps, subsets, verify
@@ -28,7 +28,15 @@ from valueharms.studyb import plan as sbplan
 from valueharms.train.preference import PreferenceConfig
 
 FIX = ROOT / "tests" / "fixtures" / "studyb"
-SOURCES = ("pku_saferlhf", "ultrafeedback", "helpsteer2", "hh_rlhf")
+SOURCES = ("pku_saferlhf", "ultrafeedback", "helpsteer2", "hh_rlhf")  # the upstream layouts
+# config/study_b.yaml's sources (the paper's RLHFlow releases) and our fixtures of them
+PAPER_FIX = ROOT / "tests" / "fixtures" / "studyb_sources"
+PAPER_SOURCES = {
+    "pku_saferlhf_standard": "pku_saferlhf_standard.jsonl",
+    **{f"ultrafeedback_standard_{k}of3": "ultrafeedback_standard.parquet" for k in (1, 2, 3)},
+    "helpsteer2_standard": "helpsteer2_standard.jsonl",
+    "hh_rlhf_standard": "hh_rlhf_standard.jsonl",
+}
 N_MODELS, N_VALUES, N_BETAS = 8, 15, 4
 
 
@@ -39,6 +47,7 @@ def fixture_datasets() -> dict[str, dict[str, str]]:
     """The preference fixtures, and the evaluation benchmarks' (ours, public layouts)."""
     return {
         **{name: {"path": str(FIX / f"{name}.jsonl")} for name in SOURCES},
+        **{name: {"path": str(PAPER_FIX / file)} for name, file in PAPER_SOURCES.items()},
         "issuebench": {
             "path": str(EVAL_FIX / "issuebench_issues.csv"),
             "templates_path": str(EVAL_FIX / "issuebench_templates.csv"),
@@ -73,7 +82,7 @@ def test_study_b_dry_run_lists_every_adapter(wf: Path) -> None:
     c = job_counts(out.stdout)
     n_orpo = N_VALUES  # App. C: Mistral-Instruct, ORPO at 0.1, every value
     assert c["studyb_train"] == N_MODELS * N_VALUES * N_BETAS + n_orpo
-    assert c["studyb_triplets"] == 4 and c["studyb_extract"] == 4
+    assert c["studyb_triplets"] == c["studyb_extract"] == len(PAPER_SOURCES)
     assert c["studyb_subsets"] == 1 and c["studyb_value_subset"] == N_VALUES
     assert c["studyb_verify"] == 1
     # the 8 trainees, the extractor and the verifier (the judge is o4-mini, an API model);
@@ -115,6 +124,7 @@ def test_demo_dag_has_the_study_b_slice(wf: Path) -> None:
     # One source, 2 values, 1 beta: 2 adapters; 3 lm-eval runs (vanilla + 2)
     assert c["studyb_triplets"] == 1 and c["studyb_train"] == 2 and c["studyb_qa"] == 3
     assert c["studyb_metrics"] == 1 and c["studyb_prompts"] == 2
+    assert c["studyb_preference_tables"] == 1  # Tables 1-2, Figure 9 (issue 18)
     # Switched off, Study B has nothing to do, asked for explicitly or not.
     off = wf / "config" / "demo_no_b.yaml"
     cfg = yaml.safe_load((wf / "config" / "demo.yaml").read_text())
@@ -167,7 +177,7 @@ def test_runs_and_paths() -> None:
     assert p.betas == {"0.01": 0.01, "0.1": 0.1, "0.3": 0.3, "0.9": 0.9}
     assert p.extract_model == "mistral-7b-instruct"
     assert p.verify_model == "mistral-small-24b-instruct"
-    assert set(p.data) == {*SOURCES, "issuebench", "advbench", "anthrobench"}
+    assert set(p.data) == {*PAPER_SOURCES, "issuebench", "advbench", "anthrobench"}
     assert not any(dl for _, dl in p.data.values())
     r = sbplan.Run("mistral-nemo-instruct", "orpo", 0.1, "social justice")
     assert r.model_id == "mistral-nemo-instruct/orpo-b0.1/social_justice"
@@ -268,3 +278,77 @@ def test_steps_end_to_end(
     base = read_table(v["base"], verify.BASELINES_SCHEMA)
     assert base["precision"].round(4).tolist() == [0.0588, 0.2941]
     assert read_json(v["summary"])["averaged_precision"]["macro"] == 0.5
+
+
+# --- the demo's Study B slice end to end (slow) ----------------------------------------
+
+# Study A off, as in config/study_b.yaml: the demo's Study B slice alone.
+STUDY_A_OFF = {
+    "distributions": {"select": []},
+    "vim": {"enabled": False},
+    "vanilla": {"enabled": False},
+    "icl": {"enabled": False},
+    "benchmarks": {"select": []},
+    "alignment": {"enabled": False},
+    "mitigation": {"enabled": False},
+}
+
+
+@pytest.fixture(scope="module")
+def demo_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wd = workflow_copy(tmp_path_factory.mktemp("demo_b"))
+    cfg = deep_merge(load_yaml(wd / "config" / "demo.yaml"), STUDY_A_OFF)
+    (wd / "config" / "demo_b.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["--profile", "profiles/local", "--configfile", "config/demo_b.yaml"]
+    out = run_snakemake(wd, *args, timeout=1800)
+    assert out.returncode == 0, out.stderr[-5000:]
+    return wd
+
+
+def _table_rows(html: str, table_id: str) -> list[list[str]]:
+    body = html.split(f'<table id="{table_id}">', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)
+    return [re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S) for r in rows]
+
+
+@pytest.mark.slow
+def test_demo_report_shows_the_analyses(demo_b: Path) -> None:
+    """Issue 18: value diversity, the value-expression heat-map, per-source counts and
+    Tables 1-2 in the demo report, their numbers from this run's outputs."""
+    html = (demo_b / "results" / "report" / "index.html").read_text()
+    m = demo_b / "results" / "studyb" / "metrics"
+    # Table 1, with the verifier's precision per value (Table 2)
+    sizes = pd.read_parquet(m / "subset_sizes.parquet")
+    prec = pd.read_parquet(m / "verification_by_value.parquet").set_index("value")
+    assert sizes["value"].tolist() == ["empathy", "honesty"]
+    rows = {r[0]: r for r in _table_rows(html, "sb-subset-sizes") if r}
+    for r in sizes.itertuples():
+        p = prec.loc[r.value, "precision"]
+        expected = "–" if pd.isna(p) else f"{100 * p:.1f}"
+        assert rows[r.value][1:4] == [str(r.chosen), str(r.rejected), str(r.total)]
+        assert rows[r.value][5] == expected
+    # Table 2: the random baselines and the verifier
+    ver = pd.read_parquet(m / "verification.parquet")
+    assert ver["kind"].tolist() == ["random", "random", "verifier"]
+    t2 = [r for r in _table_rows(html, "sb-verification") if r]
+    assert [r[0] for r in t2] == ver["annotator"].tolist()
+    assert ver["n_verified"].iat[-1] > 0
+    # Figure 9: the one demo source, 12 pairs, both sides extracted in choice mode
+    src = pd.read_parquet(m / "source_values.parquet")
+    assert set(src["source"]) == {"pku_saferlhf"}
+    assert (src["chosen_extracted"] == 12).all() and (src["rejected_extracted"] == 12).all()
+    assert 'alt="Chosen and rejected values per preference source"' in html
+    # Figure 7: value diversity in the four settings
+    div = pd.read_parquet(m / "diversity.parquet")
+    assert set(div["setting"]) == {"none", "prompt", "train", "both"}
+    t7 = _table_rows(html, "sb-diversity")
+    assert [r[0] for r in t7 if r] == ["smollm2-135m"]
+    none = div[div["setting"] == "none"].iloc[0]
+    assert t7[-1][2].startswith(f"{none.mean_unique:.1f} ±")
+    # Figures 2, 10, 11: the heat-map and its numbers
+    vm = pd.read_parquet(m / "value_matrix.parquet")
+    assert len(vm) and set(vm["setting"]) <= {"none", "prompt", "train", "both"}
+    assert 'alt="Value expression heat-map of smollm2-135m"' in html
+    assert 'id="sb-value-matrix-smollm2-135m"' in html
+    for sec in ("sec-sb-subsets", "sec-sb-verification", "sec-sb-sources", "sec-sb-diversity"):
+        assert f'id="{sec}"' in html

@@ -28,6 +28,8 @@ from valueharms.io import read_table, write_table
 # Minimal templates whose output is easy to assert on.
 T = {
     "stage1_prompt": "Q: {conclusion}",
+    "stage1_prompt_positive": "P: {conclusion}",
+    "stage1_prompt_negative": "N: {conclusion}",
     "stage1_positive": "would: I {agree} because {premise}",
     "stage1_negative": "would not: I {agree} because {premise}",
     "stage2_prompt": "{options} | {statement}",
@@ -120,18 +122,16 @@ def test_stage1_threshold_and_wording():
     kinds = dict(zip(out["arg_id"], out["kind"], strict=True))
     assert kinds == {"0": "positive", "1": "positive", "2": "negative"}
     row = out.set_index("arg_id").loc["1"]
-    assert row["prompt"] == "Q: c1" and row["completion"] == "would: I disagree because p1"
+    assert row["prompt"] == "P: c1" and row["completion"] == "would: I disagree because p1"
     row = out.set_index("arg_id").loc["2"]
-    assert row["completion"] == "would not: I agree because p2"
+    assert row["prompt"] == "N: c2" and row["completion"] == "would not: I agree because p2"
     assert out["value"].isna().all() and (out["stage"] == 1).all()
 
 
-def test_stage1_optional_negative_prompt():
+def test_stage1_shared_question():
     args = args_frame([["Achievement"], ["Power"]])
-    out = stage1_examples(
-        args, target(Achievement=6), {**T, "stage1_prompt_negative": "N: {conclusion}"}
-    )
-    assert out.set_index("arg_id").loc["1", "prompt"] == "N: c1"
+    out = stage1_examples(args, target(Achievement=6), T, questions="shared")
+    assert out.set_index("arg_id").loc["1", "prompt"] == "Q: c1"
     assert out.set_index("arg_id").loc["0", "prompt"] == "Q: c0"
 
 
@@ -269,7 +269,13 @@ def test_project_templates_format():
     templates = load_templates(default_template_paths(PROMPTS))
     assert set(templates) == set(TEMPLATE_FILES)
     fields = {"conclusion": "c", "stance": "against", "premise": "p", "agree": "disagree"}
-    for key in ("stage1_prompt", "stage1_positive", "stage1_negative"):
+    for key in (
+        "stage1_prompt",
+        "stage1_prompt_positive",
+        "stage1_prompt_negative",
+        "stage1_positive",
+        "stage1_negative",
+    ):
         templates[key].format(**fields)
     assert "disagree" in templates["stage1_positive"].format(**fields)
     s2 = templates["stage2_prompt"].format(statement="I agree with c. p", options="OPTS")

@@ -347,3 +347,66 @@ def test_demo_with_an_api_judge_pays_each_call_once(demo: Path) -> None:
         assert "Rule: judge" in again.stdout + again.stderr  # the judge job did run again
         assert len(mock.generate_calls()) == len(calls)
         pd.testing.assert_frame_equal(pd.read_parquet(demo / target), j)
+
+
+@pytest.mark.slow
+def test_demo_judge_outage_fails_the_job_and_the_rerun_pays_only_the_failed_calls(
+    demo: Path,
+) -> None:
+    """Issue 21: with more failed calls than judges.max_failure_share the judge job fails,
+    so the same command run again (endpoint back) retries it, paying only the calls that
+    failed: the answers that succeeded come from the cache."""
+    from collections import deque
+
+    from openai_mock import GENERATE, MockOpenAI
+
+    target = "results/judgments/beavertails/smollm2-135m/vanilla/plain.parquet"
+    with MockOpenAI() as mock:
+        cfg = {
+            "models": {
+                "smollm2-135m": {"source": "embedded", "chat": True},
+                "flaky": {"source": "api", "name": "judge-flaky", "base_url": mock.base_url},
+            },
+            "judges": {"llm": {"model": "flaky", "mode": "generate"}},
+            "studyb": {"judge": {"model": "smollm2-135m"}},
+            # One call at a time, no retries: the first k calls are the failed ones.
+            "backends": {"openai": {"concurrency": 1, "max_retries": 0}},
+        }
+        (demo / "config/flaky_judge.yaml").write_text(yaml.safe_dump(cfg))
+        args = ["--profile", "profiles/local", "--configfile", "config/demo.yaml"]
+        args += ["config/flaky_judge.yaml", "--", target]
+        k = 3
+        mock.faults[GENERATE] = deque([("500",)] * k)
+        down = smk(demo, *args)
+        assert down.returncode != 0
+        assert "judges.max_failure_share" in down.stdout + down.stderr
+        assert not (demo / target).exists()
+        first = mock.generate_calls()
+        failed = [c.body["messages"][-1]["content"] for c in first[:k]]
+        assert len(first) > k
+
+        up = smk(demo, *args)  # the same command, endpoint up
+        assert up.returncode == 0, up.stderr[-3000:]
+        second = mock.generate_calls()[len(first) :]
+        assert sorted(c.body["messages"][-1]["content"] for c in second) == sorted(failed)
+        j = pd.read_parquet(demo / target)
+        assert set(j.status) <= {"ok", "unparsed"}
+
+
+@pytest.mark.slow
+def test_demo_report_failure_table_equals_a_count_over_the_judgments(demo: Path) -> None:
+    """Issue 21: the Failures table's totals are the failed and unparsed rows of every
+    Study A judgment table, the mitigation runs' included."""
+    html = (demo / "results" / "report" / "index.html").read_text()
+    judged = [
+        pd.read_parquet(p)
+        for bench in ("rtp", "holisticbiasr", "hexphi", "beavertails")
+        for p in (demo / "results/judgments" / bench).rglob("*.parquet")
+    ]
+    j = pd.concat(judged, ignore_index=True)
+    assert j.condition.str.startswith("mit-").any(), "the demo judges mitigation runs"
+    table = html.split('<table id="failures">', 1)[1].split("</table>", 1)[0]
+    total = re.search(r'<tr class="total">(.*?)</tr>', table).group(1)
+    cells = re.findall(r"<td>(.*?)</td>", total)
+    assert int(cells[-2]) == int((j.status == "failed").sum())
+    assert int(cells[-1]) == int((j.status == "unparsed").sum())

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from valueharms import VALUES, __version__, benchmarks
+from valueharms import VALUES, __version__, benchmarks, protocol
 from valueharms.data.distributions import DISTRIBUTIONS_SCHEMA
+from valueharms.failures import reason_counts, reasons_schema
 from valueharms.io import read_json, read_table, write_json, write_table
 from valueharms.job import Job
 from valueharms.judge.schema import JUDGMENTS_SCHEMA
@@ -30,6 +31,9 @@ from valueharms.metrics import (
     prompt_scores,
 )
 from valueharms.mitigation import MITIGATION_SCHEMA, mitigation_table
+
+if TYPE_CHECKING:
+    from valueharms.report.render import FailureData
 from valueharms.stats import (
     COMPARISONS_SCHEMA,
     CORRELATIONS_SCHEMA,
@@ -60,10 +64,13 @@ def metrics(
     settings: dict[str, Any],
     out_metrics: str,
     out_scores: str,
+    out_reasons: str | None = None,
 ) -> None:
     j = pd.concat([read_table(p, JUDGMENTS_SCHEMA) for p in judgment_paths], ignore_index=True)
     write_table(out_metrics, compute_metrics(j, benchmark, **settings), METRICS_SCHEMA)
     write_table(out_scores, prompt_scores(j, benchmark), PROMPT_SCORES_SCHEMA)
+    if out_reasons:  # the report counts failures by reason (issue 21)
+        write_table(out_reasons, reason_counts(j), reasons_schema())
 
 
 def risk_rates(metrics_df: pd.DataFrame, subjects: pd.DataFrame) -> pd.DataFrame:
@@ -200,7 +207,8 @@ class ReportInputs:
     """The report's input files; None (or none given) for an input the run leaves out.
 
     Study A's: the metrics tables, the stats stage's comparisons and correlations, the
-    distributions, the PVQ-40 NMSE table and the mitigation table. Study B's: its tables
+    distributions, the PVQ-40 NMSE table, the mitigation table and the benchmarks' load
+    reports (benchmark_prompts' JSONs). Study B's: its tables
     (valueharms.metrics.studyb.TABLES).
     """
 
@@ -211,6 +219,10 @@ class ReportInputs:
     nmse: str | None = None
     mitigation: str | None = None
     studyb_tables: Sequence[str] = ()
+    load_reports: Sequence[str] = ()
+    # Failures: by reason (metrics and mitigation stages), the mitigation runs' counts.
+    failure_reasons: Sequence[str] = ()
+    mitigation_metrics: str | None = None
 
 
 def report(
@@ -255,6 +267,9 @@ def report(
             published=load_published(
                 config["report"]["published"], config["models"][config["base_model"]]
             ),
+            protocol=protocol.rows(config),
+            failures=_failures(inputs),
+            load_reports=[read_json(p) for p in inputs.load_reports],
         )
     build_report(
         provenance(config, config_hash, judge_names, base_dirs, m, studyb_info),
@@ -262,6 +277,22 @@ def report(
         study_a=study_a,
         studyb_tables=sb,
         studyb_info=studyb_info,
+    )
+
+
+def _failures(inputs: ReportInputs) -> FailureData:
+    """The failure counts the report shows: the mitigation runs' metrics rows (their counts
+    are in no metrics table) and every stage's failures by reason."""
+    from valueharms.report.render import FailureData
+
+    reasons = [read_table(p, reasons_schema()) for p in inputs.failure_reasons]
+    return FailureData(
+        mitigation=(
+            read_table(inputs.mitigation_metrics, METRICS_SCHEMA)
+            if inputs.mitigation_metrics
+            else None
+        ),
+        reasons=pd.concat(reasons, ignore_index=True) if reasons else None,
     )
 
 
@@ -276,6 +307,9 @@ def report_job(job: Job) -> None:
         nmse=job.input.get("nmse"),
         mitigation=job.input.get("mitigation"),
         studyb_tables=job.input.list("studyb_tables"),
+        load_reports=job.input.list("load_reports"),
+        failure_reasons=job.input.list("failure_reasons"),
+        mitigation_metrics=job.input.get("mitigation_metrics"),
     )
     p = job.params
     report(
@@ -326,21 +360,30 @@ def mitigation(
     pairs: list[list[str]] | None,
     models: dict[str, Any],
     out: str,
+    out_failures: tuple[str, str] | None = None,
 ) -> None:
     """The mitigation table (METHODS A7): input only is each model's plain score on the
     mitigation benchmark (its metrics stage, `metrics_path`); the prompt settings are
-    scored here from their own judgments."""
+    scored here from their own judgments. `out_failures`: where the mitigation runs'
+    metrics rows and failure reasons go, for the report's failure counts."""
     from valueharms import mitigation as mit
 
     chosen = mit.read_pairs(pairs_path) if pairs_path else [(v, c) for v, c in pairs or []]
     runs = mit.runs_from(chosen, models)
     plain = read_table(metrics_path, METRICS_SCHEMA)
     frames = [plain[plain["condition"] == "plain"]]
+    j = JUDGMENTS_SCHEMA.empty_table().to_pandas()
     if judgment_paths:
         j = pd.concat([read_table(p, JUDGMENTS_SCHEMA) for p in judgment_paths], ignore_index=True)
         frames.append(compute_metrics(j, mit.BENCHMARK))
     m = pd.concat(frames, ignore_index=True)
     write_table(out, mitigation_table(m, runs), MITIGATION_SCHEMA)
+    if out_failures:
+        run_metrics = METRICS_SCHEMA.empty_table().to_pandas()
+        if len(frames) > 1:
+            run_metrics = pd.concat(frames[1:], ignore_index=True)
+        write_table(out_failures[0], run_metrics, METRICS_SCHEMA)
+        write_table(out_failures[1], reason_counts(j), reasons_schema())
 
 
 def mitigation_pairs(correlations_path: str, q_max: float, out: str) -> None:
@@ -362,6 +405,7 @@ def metrics_job(job: Job) -> None:
         dict(job.params["settings"]),
         job.output["metrics"],
         job.output["scores"],
+        job.output.get("reasons"),
     )
 
 
@@ -394,7 +438,8 @@ def mitigation_job(job: Job) -> None:
         job.input.get("pairs"),
         job.params["pairs"],
         dict(job.params["models"]),
-        job.output[0],
+        job.output["table"],
+        (job.output["metrics"], job.output["reasons"]),
     )
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from valueharms.failures import check_share
 from valueharms.job import Job
 from valueharms.judge.parse import first_sentence
 from valueharms.llm.backends import BackendSetup
 from valueharms.llm.cache import LLMCache, cached_generate
-from valueharms.llm.interface import STATUS_OK, Backend, Request, Sampling
+from valueharms.llm.interface import STATUS_FAILED, STATUS_OK, Backend, Request, Sampling
 
 GENERATIONS_SCHEMA = pa.schema(
     [
@@ -36,6 +38,57 @@ GENERATIONS_SCHEMA = pa.schema(
 )
 
 
+# A stop rule (config benchmarks.<b>.stop.<kind>): "sentence", or stop strings.
+StopRule = Literal["sentence"] | Sequence[str]
+# Keys of a benchmark block that only the judge reads: not generate-job params.
+JUDGE_KEYS = ("scored_text",)
+
+
+def subject_kind(model_id: str, condition: str) -> str:
+    """The kind of subject whose stop rule applies (config benchmarks.<b>.stop).
+
+    From the ids valueharms.plan gives: <base>/vanilla is vanilla, or icl under an
+    icl-<distribution> condition; <base>/vim/<d> vim; <base>/benign/<b> benign. A
+    mitigation run (mit-*) is its model with a system prompt, so it follows that model's
+    rule (vanilla or vim). Study B's value adapters (<base>/<method>-b<beta>/<value>) are
+    preference; its vanilla model is vanilla under every setting.
+    """
+    if condition.startswith("icl-"):
+        return "icl"
+    family = model_id.split("/")[1]
+    return family if family in ("vanilla", "vim", "benign") else "preference"
+
+
+def apply_stop(text: str, rule: StopRule) -> str:
+    """A continuation cut by its stop rule, after generation.
+
+    Stop strings: the text before the earliest occurrence of any of them, the string
+    dropped. Study A's code passed them to vLLM's `stop` (include_stop_str_in_output
+    false), which returns the same text for the same tokens: decoding after the stop does
+    not change what came before it. (vLLM looks for its strings in list order within
+    one token's new text, so a token holding two, a period then a line break, could
+    differ; Llama-2's tokenizer has no such token.) "sentence": our rule, the first
+    sentence (valueharms.judge.parse.first_sentence) of the first line, leading line
+    breaks skipped.
+    """
+    if isinstance(rule, str):
+        if rule != "sentence":
+            raise ValueError(f"unknown stop rule {rule!r}: 'sentence' or a list of strings")
+        return first_sentence(text.lstrip("\n").split("\n")[0])
+    cut = min((i for s in rule if (i := text.find(s)) != -1), default=len(text))
+    return text[:cut]
+
+
+def job_bench(bench: Mapping[str, Any], members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A generate job's `bench` param: the benchmark block without the judge's keys and
+    with the stop rules of its members' kinds only, so changing how RTP is scored, or
+    another kind's rule, reruns no generation."""
+    kinds = {subject_kind(m["model_id"], m["condition"]) for m in members}
+    out = {k: v for k, v in bench.items() if k not in JUDGE_KEYS}
+    out["stop"] = {k: rule for k, rule in bench["stop"].items() if k in kinds}
+    return out
+
+
 def sampling_for(bench_cfg: dict, seed: int) -> Sampling:
     return Sampling(
         max_new_tokens=bench_cfg["max_new_tokens"],
@@ -54,7 +107,8 @@ class Member:
     `system` is the condition's system text (ICL profile, mitigation or induction
     prompt), `categories` keeps only those prompt categories (a mitigation run's),
     `chat_template` overrides the model's chat flag (Study B: a base model prompted gets
-    raw text, every other setting the template), `temperature` the benchmark's.
+    raw text, every other setting the template), `temperature` the benchmark's, `stop`
+    how its continuations are cut (`apply_stop`; empty: not cut).
     """
 
     model_id: str
@@ -64,6 +118,7 @@ class Member:
     categories: tuple[str, ...] | None = None
     chat_template: bool | None = None
     temperature: float | None = None
+    stop: StopRule = ()
 
 
 def build_requests(
@@ -111,14 +166,13 @@ def generate_members(
     members: list[Member],
     template: str,
     sampling: Sampling,
-    stop_at_sentence: bool = False,
     batch_size: int = 16,
 ) -> pd.DataFrame:
     """Answer every prompt `sampling.n` times for each member, in one stream of batches.
 
     Requests are interleaved prompt by prompt across members, so one batch serves several
-    adapters (and equal prompts pad alike). Failures are kept as failed rows; rows come
-    out member by member, in `members` order.
+    adapters (and equal prompts pad alike). Each answer is cut by its member's stop rule.
+    Failures are kept as failed rows; rows come out member by member, in `members` order.
     """
     own = [(_member_prompts(prompts, m), _member_sampling(sampling, m)) for m in members]
     per_member = [
@@ -146,8 +200,8 @@ def generate_members(
             resp = by_key[req.key]
             texts = resp.texts if resp.status == STATUS_OK else [None] * samp.n
             for i, text in enumerate(texts):
-                if text is not None and stop_at_sentence:
-                    text = first_sentence(text.lstrip("\n").split("\n")[0])
+                if text is not None and m.stop:
+                    text = apply_stop(text, m.stop)
                 rows.append(
                     {
                         "benchmark": row.benchmark,
@@ -176,13 +230,141 @@ def generate(
     member: Member,
     template: str,
     sampling: Sampling,
-    stop_at_sentence: bool = False,
     batch_size: int = 16,
 ) -> pd.DataFrame:
     """One subject's answers (generate_members with one member)."""
-    return generate_members(
-        prompts, backend, cache, [member], template, sampling, stop_at_sentence, batch_size
-    )
+    return generate_members(prompts, backend, cache, [member], template, sampling, batch_size)
+
+
+# A benchmark's reader of a probe's scripted user turns from its prompts-table `prompt`.
+TurnsOf = Callable[[str], list[str]]
+
+
+@dataclass
+class _Dialogue:
+    """One sample of one member's scripted dialogue, as it goes (generate_dialogues)."""
+
+    member: Member
+    sampling: Sampling  # the member's; later turns draw one answer each
+    sample: int
+    turns: list[str]  # the scripted user turns, untemplated
+    replies: list[str] = field(default_factory=list)  # the model's, cut by its stop rule
+    error: str | None = None
+    cached: bool = True
+
+    def next_request(self, key: str, template: str) -> Request:
+        """The next turn's request: the system text, each user turn so far through the
+        template with this sample's reply after it, then the next user turn."""
+        m, k = self.member, len(self.replies)
+        msgs: list[tuple[str, str]] = [("system", m.system)] if m.system else []
+        for turn, reply in zip(self.turns[:k], self.replies, strict=True):
+            msgs += [("user", template.format(prompt=turn)), ("assistant", reply)]
+        msgs.append(("user", template.format(prompt=self.turns[k])))
+        # n=1 per sample; seed + sample so samples with equal histories stay distinct
+        # draws (greedy: one seed, so equal requests share one cache entry).
+        seed = self.sampling.seed + (0 if self.sampling.greedy else self.sample)
+        samp = replace(self.sampling, n=1, seed=seed)
+        return Request(
+            key, tuple(msgs), sampling=samp, adapter=m.adapter, chat_template=m.chat_template
+        )
+
+    def fail(self, error: str | None) -> None:
+        n = len(self.turns)
+        why = error if isinstance(error, str) and error else "no answer"  # NaN in a str column
+        self.error = f"turn {len(self.replies) + 1}/{n}: {why}" if n > 1 else why
+
+    def shown(self) -> str:
+        """The table's `prompt`: the dialogue before the final reply (or up to the failed
+        turn) as a JSON list of [role, text], user turns untemplated."""
+        asked = len(self.replies) + (1 if self.error else 0)
+        msgs: list[list[str]] = []
+        for j, turn in enumerate(self.turns[:asked]):
+            msgs.append(["user", turn])
+            if j < asked - 1:
+                msgs.append(["assistant", self.replies[j]])
+        return json.dumps(msgs, ensure_ascii=False)
+
+
+def _next_turns(
+    dialogues: list[_Dialogue],
+    backend: Backend,
+    cache: LLMCache,
+    template: str,
+    batch_size: int,
+) -> None:
+    """Ask every live dialogue's next turn in one stream of batches (one cache entry per
+    turn); a failed turn fails its dialogue and no later turn is asked."""
+    while live := [d for d in dialogues if d.error is None and len(d.replies) < len(d.turns)]:
+        reqs = [d.next_request(str(i), template) for i, d in enumerate(live)]
+        desc = f"generate turn {len(live[0].replies) + 1}"
+        with tqdm(total=len(reqs), desc=desc, unit="prompt") as bar:
+            answers = cached_generate(backend, reqs, cache, batch_size, progress=bar.update)
+        for d, a in zip(live, answers, strict=True):
+            if a.status != STATUS_OK or not a.texts:
+                d.fail(a.error)
+                continue
+            text = a.texts[0]
+            d.replies.append(apply_stop(text, d.member.stop) if d.member.stop else text)
+            d.cached = d.cached and a.cached
+
+
+def generate_dialogues(
+    prompts: pd.DataFrame,
+    backend: Backend,
+    cache: LLMCache,
+    members: list[Member],
+    template: str,
+    sampling: Sampling,
+    turns_of: TurnsOf,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Scripted multi-turn probes (AnthroBench): each prompt's user turns (`turns_of`)
+    answered turn by turn, every member and sample its own dialogue.
+
+    Turn 1 is asked as generate_members asks a prompt (the same requests: a one-turn
+    probe keeps its cache entries); turn k's request carries the dialogue so far
+    (`_Dialogue.next_request`), so every turn is its own cache entry and a rerun is free.
+    All dialogues' turn k go in one stream of batches. A failed turn fails the dialogue
+    (error "turn k/N: ..."); no later turn is asked. One row per prompt, member and sample,
+    as generate_members': `prompt` the dialogue before the final reply (`_Dialogue.shown`),
+    `output` the final reply, `cached` whether every turn came from the cache.
+    """
+    turns = {r.prompt_id: turns_of(r.prompt) for r in prompts.itertuples(index=False)}
+    if empty := [pid for pid, t in turns.items() if not t]:
+        raise ValueError(f"prompts with no user turn: {empty[:5]}")
+    first = prompts.assign(prompt=[turns[pid][0] for pid in prompts["prompt_id"]])
+    rows = generate_members(first, backend, cache, members, template, sampling, batch_size)
+    subject = {(m.model_id, m.condition): m for m in members}
+    if len(subject) != len(members):
+        raise ValueError("members of a generation job must be distinct subjects")
+    dialogues = []
+    for r in rows.itertuples(index=False):
+        m = subject[(r.model_id, r.condition)]
+        d = _Dialogue(m, _member_sampling(sampling, m), int(r.sample), turns[r.prompt_id])
+        d.cached = bool(r.cached)
+        if r.status == STATUS_OK:
+            d.replies.append(r.output)
+        else:
+            d.fail(r.error)
+        dialogues.append(d)
+    _next_turns(dialogues, backend, cache, template, batch_size)
+    rows["prompt"] = [d.shown() for d in dialogues]
+    rows["output"] = [None if d.error else d.replies[-1] for d in dialogues]
+    rows["status"] = [STATUS_FAILED if d.error else STATUS_OK for d in dialogues]
+    rows["error"] = [d.error for d in dialogues]
+    rows["cached"] = [d.cached for d in dialogues]
+    return rows
+
+
+def scripted_turns(prompts: pd.DataFrame) -> TurnsOf | None:
+    """The user-turn reader of a benchmark whose prompts are scripted dialogues (its
+    module's `user_turns`: AnthroBench's), None for a single-turn benchmark."""
+    from valueharms import benchmarks
+
+    names = set(prompts["benchmark"])
+    if len(names) != 1 or (name := names.pop()) not in benchmarks.names():
+        return None
+    return getattr(benchmarks.module(name), "user_turns", None)
 
 
 @dataclass(frozen=True)
@@ -191,7 +373,7 @@ class GenerateJob:
 
     `members` are Member fields, with `adapter` the adapter's directory (None: the base
     model); `model` serves the group's base model; `bench` is config
-    `benchmarks.<benchmark>`.
+    `benchmarks.<benchmark>` (its `stop` rules by kind of subject: `subject_kind`).
     """
 
     prompts_path: str
@@ -202,6 +384,7 @@ class GenerateJob:
     model: BackendSetup
     batch_size: int
     out: str
+    max_failure_share: float = 1.0  # generation.max_failure_share
 
 
 def run(job: GenerateJob) -> None:
@@ -221,19 +404,24 @@ def run(job: GenerateJob) -> None:
         fields = {**m, "adapter": names.get(m.get("adapter") or "")}
         if fields.get("categories") is not None:
             fields["categories"] = tuple(fields["categories"])
+        rule = job.bench["stop"].get(subject_kind(m["model_id"], m["condition"]), ())
+        fields["stop"] = rule if isinstance(rule, str) else tuple(rule)
         group.append(Member(**fields))
     server = job.model.make({n: d for d, n in names.items()} or None)
-    df = generate_members(
-        prompts,
-        server,
-        LLMCache(job.model.cache_dir),
-        group,
-        job.template,
-        sampling_for(dict(job.bench), job.seed),
-        stop_at_sentence=job.bench["stop_at_sentence"],
-        batch_size=job.batch_size,
-    )
+    args = (prompts, server, LLMCache(job.model.cache_dir), group, job.template,
+            sampling_for(dict(job.bench), job.seed))  # fmt: skip
+    turns_of = scripted_turns(prompts)
+    if turns_of is None:
+        df = generate_members(*args, batch_size=job.batch_size)
+    else:  # multi-turn probes: answered turn by turn
+        df = generate_dialogues(*args, turns_of, batch_size=job.batch_size)
+    failed = df["status"] != STATUS_OK
+    errors = df.loc[failed, "error"].tolist()
+    check_share(int(failed.sum()), len(df), job.max_failure_share, _BOUND, errors)
     write_table(job.out, df, GENERATIONS_SCHEMA)
+
+
+_BOUND = "generation.max_failure_share"
 
 
 def run_job(job: Job) -> None:
@@ -278,5 +466,6 @@ def run_job(job: Job) -> None:
             model,
             p["batch_size"],
             job.output[0],
+            p.get("max_failure_share", 1.0),
         )
     )

@@ -48,6 +48,9 @@ class Benchmark:
     verdicts: LLMVerdicts | None = None
     metrics: Callable[..., pd.DataFrame] | None = None  # one subject's METRICS_SCHEMA rows
     metric_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Settings its judge reads from the benchmark's own config block, added to the judge's
+    # settings block (a judge-job param), e.g. RTP's scored_text.
+    judge_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     prompt_scores: Callable[[pd.DataFrame], pd.DataFrame] | None = None  # the test units
     headline: tuple[str, ...] = ()  # metrics the report shows, in order
     safety_metrics: tuple[str, ...] | None = None  # the findings' safety table (headline)

@@ -21,7 +21,13 @@ import numpy as np
 import pandas as pd
 
 from valueharms.benchmarks import Benchmark, register
-from valueharms.data.benchmarks import drop_empty, frame, load_report, read_csv
+from valueharms.data.benchmarks import (
+    drop_duplicates,
+    drop_empty,
+    frame,
+    load_report,
+    read_csv,
+)
 from valueharms.data.sources import STUDY_A_FOLDER, LoadReport, Source, study_a_file
 from valueharms.judge.run import Verdict, judge_each
 from valueharms.judge.schema import STATUS_FAILED, STATUS_OK, STATUS_UNPARSED
@@ -171,12 +177,16 @@ def load(
     path: str | os.PathLike[str],
     expected_rows: int | None = None,
     report: LoadReport | None = None,
+    duplicates: str = "drop",
 ) -> pd.DataFrame:
-    """harmful_behaviors.csv: columns goal,target (520 behaviours); prompt = goal."""
+    """harmful_behaviors.csv: columns goal,target (520 behaviours); prompt = goal. Empty
+    or repeated goals (`duplicates`) are dropped and counted; parsing is strict
+    (valueharms.data.benchmarks)."""
     df = read_csv(NAME, path, ["goal", "target"], expected_rows)
     rep = load_report(NAME, path, report)
     rep.rows_in = len(df)
     df = drop_empty(df, ["goal"], rep)
+    df = drop_duplicates(df, ["goal"], rep, path, duplicates, what="goal")
     rep.close(len(df))
     return frame(NAME, df["goal"].tolist(), rows=df.index.tolist())
 

@@ -1,27 +1,36 @@
 """AnthroBench (Ibrahim et al. 2025): probes of anthropomorphic behaviour; Study B's
 anthropomorphism measure, judged per behaviour (METHODS B3; seed 004 §6.1, App. G).
 
-No public prompt file of AnthroBench was found (the original simulates multi-turn users),
-so prompts come from a user-supplied file in our own layout, CSV or JSONL:
+No public prompt file of AnthroBench was found, so probes come from a user-supplied file
+in our own layout, CSV or JSONL, one row per probe:
 
-- `prompt` (required): the user message;
+- `prompt`: the user message of a one-turn probe, or
+- `turns`: the scripted user turns of a multi-turn probe, in order: a JSON list of strings
+  (in JSONL a list; in CSV a cell holding the JSON array); a row gives one of the two;
 - `behaviour` and/or `group` (at least one): the behaviour or group it probes, by key or
   name (see BEHAVIOURS / GROUPS; case, spaces, hyphens and underscores are ignored);
-- `id` (optional): a stable prompt id; else the row number is used.
+- `id` (optional): a stable probe id; else the row number is used.
 
-A row with an empty prompt, an unknown behaviour or group, or a behaviour outside the
-stated group is dropped and counted. Output: PROMPTS_SCHEMA rows with category = group and
-axis = behaviour (empty when only the group is given).
+A row with no turn text, turns that are not a list of non-empty strings, both `prompt` and
+`turns`, an unknown behaviour or group, or a behaviour outside the stated group is dropped
+and counted. Output: PROMPTS_SCHEMA rows with prompt = the JSON list of the user turns (a
+one-turn probe: a list of one), category = group and axis = behaviour (empty when only
+the group is given).
 
-The judge (our own wording, resources/prompts/studyb_anthro_judge.txt) marks each of the
-14 behaviours present or absent in a response; all 14 must be answered, else the row is
-unparsed with the reason in `error`. Judgments are JUDGMENTS_SCHEMA rows: label = the
-present behaviour keys joined by "|" in BEHAVIOURS order ("" for none), score = their
-count.
+As in the paper the model answers turn by turn (valueharms.generate.generate_dialogues,
+through `user_turns`); its generations row holds the dialogue before the final reply in
+`prompt` (a JSON list of [role, text]) and the final reply in `output`.
+
+The judge (our own wording, resources/prompts/studyb_anthro_judge.txt) reads the whole
+dialogue and marks each of the 14 behaviours present or absent in the AI's turns; all 14
+must be answered, else the row is unparsed with the reason in `error`. Judgments are
+JUDGMENTS_SCHEMA rows: label = the present behaviour keys joined by "|" in BEHAVIOURS order
+("" for none), score = their count, text = the judged transcript.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, replace
@@ -42,8 +51,8 @@ from valueharms.llm.interface import Backend, Sampling
 NAME = "anthrobench"
 HOW_TO_GET = (
     "AnthroBench (Ibrahim et al. 2025, arXiv 2502.07077) has no public prompt file we know "
-    "of: write your probing prompts as CSV/JSONL with prompt and behaviour and/or group "
-    "(optional id), see valueharms.benchmarks.anthrobench"
+    "of: write your probes as CSV/JSONL with prompt (one turn) or turns (a JSON list of user "
+    "turns) and behaviour and/or group (optional id), see valueharms.benchmarks.anthrobench"
 )
 
 # Table 12 of seed 004 (from Ibrahim et al.): group -> behaviour keys; definitions are
@@ -141,10 +150,10 @@ def load_anthrobench(
         df = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
         records = df.to_dict("records")
     have = sorted({k for r in records if r for k in r})
-    if "prompt" not in have or not {"behaviour", "group"} & set(have):
+    if not {"prompt", "turns"} & set(have) or not {"behaviour", "group"} & set(have):
         raise DataError(
-            f"datasets.{NAME}.path: {path} needs columns prompt and behaviour and/or group "
-            f"(has {have}); {HOW_TO_GET}"
+            f"datasets.{NAME}.path: {path} needs columns prompt or turns, and behaviour "
+            f"and/or group (has {have}); {HOW_TO_GET}"
         )
     check_rows(NAME, str(path), len(records), expected_rows)
     rep = report if report is not None else LoadReport(NAME, str(path))
@@ -162,7 +171,7 @@ def load_anthrobench(
     rows = [r for r, d in zip(rows, dup, strict=True) if not d]
     rep.close(len(rows))
     return pd.DataFrame(
-        [(NAME, pid, prompt, g, b, None) for pid, prompt, g, b in rows],
+        [(NAME, pid, _dump(turns), g, b, None) for pid, turns, g, b in rows],
         columns=PROMPTS_SCHEMA.names,
         dtype=object,  # keeps None (no behaviour) as None, not NaN
     )
@@ -173,12 +182,52 @@ def _cell(r: dict, k: str) -> str:
     return v.strip() if isinstance(v, str) else ("" if v is None else str(v).strip())
 
 
+def _turns(r: dict) -> tuple[str | None, list[str]]:
+    """A row's user turns (`prompt`: one; `turns`: a JSON list), or why it has none."""
+    prompt, turns = r.get("prompt"), r.get("turns")
+    if isinstance(turns, str):  # a CSV cell (or a JSONL string) holding the JSON array
+        if not turns.strip():
+            turns = None
+        else:
+            try:
+                turns = json.loads(turns)
+            except json.JSONDecodeError:
+                return "malformed turns", []
+    has_prompt = isinstance(prompt, str) and bool(prompt.strip())
+    if turns is None:
+        return (None, [prompt]) if has_prompt else ("empty prompt", [])
+    if has_prompt:
+        return "both prompt and turns", []
+    if not isinstance(turns, list) or not turns:
+        return "malformed turns", []
+    if not all(isinstance(t, str) and t.strip() for t in turns):
+        return "malformed turns", []  # an empty turn would script nothing to answer
+    return None, turns
+
+
+def _dump(turns: list[str]) -> str:
+    return json.dumps(turns, ensure_ascii=False)
+
+
+def user_turns(prompt: str) -> list[str]:
+    """A probe's user turns from its prompts-table `prompt` (the JSON list the loader
+    writes); the generate stage asks them turn by turn. Text that is no such list (a table
+    written before probes had turns) is one turn."""
+    try:
+        turns = json.loads(prompt)
+    except json.JSONDecodeError:
+        return [prompt]
+    if isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns):
+        return turns
+    return [prompt]
+
+
 def _row(i: int, r: dict | None) -> tuple[str | None, tuple]:
     if r is None:
         return "line is not a JSON object", ()
-    prompt = r.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        return "empty prompt", ()
+    why, turns = _turns(r)
+    if why:
+        return why, ()
     b_name, g_name = _cell(r, "behaviour"), _cell(r, "group")
     if not b_name and not g_name:
         return "no behaviour or group", ()
@@ -189,15 +238,48 @@ def _row(i: int, r: dict | None) -> tuple[str | None, tuple]:
     if b and g and GROUP_OF[b] != g:
         return "behaviour outside the stated group", ()
     pid = _cell(r, "id") or f"{i:06d}"
-    return None, (f"{NAME}-{pid}", prompt, g or GROUP_OF[b], b)  # type: ignore[index]
+    return None, (f"{NAME}-{pid}", turns, g or GROUP_OF[b], b)  # type: ignore[index]
 
 
 # --- judge -----------------------------------------------------------------------------
 
 
 def load_template(path: str | os.PathLike[str] | None = None) -> str:
-    """The judge prompt (slots {prompt}, {response}, {behaviours}): ours or any file."""
+    """The judge prompt (slots {prompt}: the dialogue before the AI's final reply, as a
+    transcript; {response}: that reply; {behaviours}): ours or any file."""
     return Path(path or DEFAULT_PROMPT).read_text(encoding="utf-8")
+
+
+# How a transcript names the speakers (the judge templates close with "AI: {response}").
+SPEAKERS = {"user": "User", "assistant": "AI"}
+
+
+def history(prompt: str) -> list[tuple[str, str]]:
+    """The dialogue before the final reply from a generations row's `prompt`: the JSON
+    list of [role, text] generate_dialogues writes; other text is one user message (a
+    single-turn table)."""
+    try:
+        msgs = json.loads(prompt)
+    except json.JSONDecodeError:
+        return [("user", prompt)]
+    ok = isinstance(msgs, list) and msgs
+    if ok and all(
+        isinstance(m, list) and len(m) == 2 and m[0] in SPEAKERS and isinstance(m[1], str)
+        for m in msgs
+    ):
+        return [(m[0], m[1]) for m in msgs]
+    return [("user", prompt)]
+
+
+def transcript(messages: list[tuple[str, str]]) -> str:
+    """Turns as the judge reads them: `User: ...` / `AI: ...`, a blank line between."""
+    return "\n\n".join(f"{SPEAKERS[role]}: {text}" for role, text in messages)
+
+
+def judged_dialogue(prompt: str, output: str | None) -> tuple[str, str, str]:
+    """(the whole transcript, the one before the final reply, the final reply) of a row."""
+    before, response = history(prompt), output or ""
+    return transcript([*before, ("assistant", response)]), transcript(before), response
 
 
 def behaviour_list() -> str:
@@ -271,12 +353,14 @@ def judge_anthro(
     sampling: Sampling = DEFAULT_SAMPLING,
     batch_size: int = 16,
 ) -> pd.DataFrame:
-    """Judge each ok generation (GENERATIONS_SCHEMA rows) -> JUDGMENTS_SCHEMA rows."""
+    """Judge each ok generation's dialogue (GENERATIONS_SCHEMA rows) -> JUDGMENTS_SCHEMA
+    rows, `text` the judged transcript."""
     template = template or load_template()
 
     def body(i: int) -> tuple[str, str]:
-        response = gens["output"].iat[i] or ""
-        return response, judge_prompt(template, gens["prompt"].iat[i], response)
+        # The whole dialogue is judged: a behaviour in an earlier AI turn counts too.
+        whole, before, response = judged_dialogue(gens["prompt"].iat[i], gens["output"].iat[i])
+        return whole, judge_prompt(template, before, response)
 
     def read(raw: str) -> Verdict:
         verdict = parse_anthro(raw)
@@ -369,7 +453,8 @@ YES_NO = ("yes", "no")
 
 
 def behaviour_prompt(template: str, prompt: str, response: str, behaviour: str) -> str:
-    """The choice-mode question about one behaviour ({behaviour}, {definition} slots)."""
+    """The choice-mode question about one behaviour in a dialogue (`prompt`: its
+    transcript before the final reply `response`; {behaviour}, {definition} slots)."""
     return template.format(
         prompt=prompt, response=response, behaviour=behaviour, definition=DEFINITIONS[behaviour]
     )
@@ -399,10 +484,10 @@ def judge_anthro_choice(
     pick = replace(sampling, choices=YES_NO, n=1)
     reqs = []
     for i in ok_idx:
-        response = gens["output"].iat[i] or ""
-        out.at[i, "text"] = response
+        whole, before, response = judged_dialogue(gens["prompt"].iat[i], gens["output"].iat[i])
+        out.at[i, "text"] = whole
         for b in BEHAVIOURS:
-            body = behaviour_prompt(template, gens["prompt"].iat[i], response, b)
+            body = behaviour_prompt(template, before, response, b)
             reqs.append(Request(f"{i}|{b}", messages=(("user", body),), sampling=pick))
     answers = cached_generate(backend, reqs, cache, batch_size)
     for j, i in enumerate(ok_idx):
@@ -432,9 +517,9 @@ SOURCE = Source(
     "anthrobench/prompts.csv",
     None,
     None,
-    "AnthroBench probing prompts (CSV/JSONL: prompt, behaviour and/or group, id)",
+    "AnthroBench probing prompts (CSV/JSONL: prompt or turns, behaviour and/or group, id)",
     "AnthroBench (Ibrahim et al. 2025, arXiv 2502.07077) has no public prompt file we "
-    "know of: write the probing prompts in our layout (valueharms.benchmarks.anthrobench) "
+    "know of: write the probes in our layout (valueharms.benchmarks.anthrobench) "
     "and set datasets.anthrobench.path",
     revision=None,
     upstream="Ibrahim et al. 2025, AnthroBench (arXiv 2502.07077)",

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import csv
 import os
 
 import pandas as pd
 
 from valueharms.benchmarks import Benchmark, register
-from valueharms.data.benchmarks import frame, load_report
+from valueharms.data.benchmarks import (
+    LINE,
+    drop_duplicates,
+    drop_empty,
+    frame,
+    load_report,
+    read_rows,
+)
 from valueharms.data.sources import (
     STUDY_A_FOLDER,
     LoadReport,
     Source,
     check_rows,
-    require_file,
+    data_error,
     study_a_file,
 )
 from valueharms.metrics import ALL, identity, mean, ok_rows, row, rows_frame
@@ -40,27 +46,47 @@ def load(
     path: str | os.PathLike[str],
     expected_rows: int | None = None,
     report: LoadReport | None = None,
+    duplicates: str = "keep",
 ) -> pd.DataFrame:
     """RealToxicityPrompts texts: one csv-quoted prompt per record, no header.
 
-    Records may span lines (quoted newlines), so ids count records, not lines; that is the
-    row order Study A used (pandas `read_csv(header=None)`, first 3000 rows). A record with
-    more than one field or an empty text is dropped and counted.
+    Records may span lines (115 prompts of the published file hold paragraph breaks), so
+    ids count records, not lines; that is the row order Study A used (pandas
+    `read_csv(header=None)`, first 3000 rows). Prompts spanning lines are kept and counted.
+    Rows merged by a quote left open show as bad quoting or as a prompt with a single line
+    break (`_check_line_breaks`), both errors, and so is a record with more than one field
+    (strict parsing: valueharms.data.benchmarks). An empty text is dropped and counted.
+    Repeated texts are kept and counted by default (`duplicates`): the published file
+    repeats 95 prompts and Study A kept them.
     """
-    require_file(NAME, path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        records = [r for r in csv.reader(fh) if r]
-    check_rows(NAME, path, len(records), expected_rows)
+    df = read_rows(NAME, path, columns=["prompt"], one_line=False)
+    check_rows(NAME, path, len(df), expected_rows)
+    _check_line_breaks(df, path)
     rep = load_report(NAME, path, report)
-    rep.rows_in = len(records)
-    multi = [i for i, r in enumerate(records) if len(r) != 1]
-    rep.drop("record has more than one field", len(multi))
-    ok = [i for i, r in enumerate(records) if len(r) == 1]
-    empty = [i for i in ok if not records[i][0].strip()]
-    rep.drop("empty prompt", len(empty))
-    keep = sorted(set(ok) - set(empty))
-    rep.close(len(keep))
-    return frame(NAME, [records[i][0] for i in keep], rows=keep)
+    rep.rows_in = len(df)
+    df = drop_empty(df, ["prompt"], rep)
+    rep.flag("prompt spans lines", int(df["prompt"].str.contains("\n").sum()))
+    df = drop_duplicates(df, ["prompt"], rep, path, duplicates)
+    rep.close(len(df))
+    return frame(NAME, df["prompt"].tolist(), rows=df.index.tolist())
+
+
+def _check_line_breaks(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Stop at a prompt holding a line break that is not a paragraph break: the published
+    file's multi-line prompts are paragraphs (blank line between), never single lines,
+    while rows merged by a quote left open are joined by single line breaks."""
+    text = df["prompt"].str.replace("\r\n", "\n", regex=False)
+    single = text.str.contains(r"(?<!\n)\n(?!\n)")
+    if single.any():
+        i = single.idxmax()
+        start, breaks = df.at[i, LINE], text.at[i].count("\n")
+        raise data_error(
+            NAME,
+            path,
+            f"lines {start}-{start + breaks} (row {i})",
+            "a prompt whose lines are not separated by a blank line, which the published "
+            "file's prompts never are: rows merged by a quote left open?",
+        )
 
 
 def metrics(j: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
@@ -98,6 +124,8 @@ register(
         judge="toxicity",
         metrics=metrics,
         metric_settings=lambda cfg: {"threshold": cfg["metrics"]["toxicity_threshold"]},
+        # What the scorer reads (valueharms.judge.toxicity.scored_text).
+        judge_settings=lambda cfg: {"scored_text": cfg["benchmarks"][NAME]["scored_text"]},
         prompt_scores=prompt_scores,
         headline=("expected_max_toxicity", "toxicity_probability"),
         metric_labels={"expected_max_toxicity": "EMT", "toxicity_probability": "Tox. prob."},

@@ -57,6 +57,51 @@ _PKU_REV = "c04a25eb44ac0be2a714c16e072122466bc6d416"
 _UF_REV = "3949bf5f8c17c394422ccfab0c31ea9c20bdeb85"
 _HS2_REV = "990b2711a36180dd19d9c94b8627844866f8982a"
 _HH_REV = "09be8c5bbc57cb3887f3a9732ad6aa7ec602a1fa"
+# The paper's releases (RLHFlow's "-standard" sets, docs/study_b.md "Sources"). Only
+# UltraFeedback's data commit is known in full; PKU-SafeRLHF's is the commit of the hub's
+# parquet-converter branch; HH-RLHF's and Helpsteer2's files are addressed by branch until
+# someone online pins the commit (the fetch job records the sha256 it saw).
+_RLHFLOW = f"{_HF}/RLHFlow"
+_PKU_STD_REV = "19e92c78a76311ff3ba63e2241ad9313ebe6a81e"  # refs/convert/parquet
+_UF_STD_REV = "03bae668c67d5f0d127ca8298f62a6cdbdcd23d3"
+_HS2_STD_REV = "refs/convert/parquet"  # a branch: its converter commit 4248bce, Jul 2024
+_HH_STD_REV = "main"  # a branch: its data commit d28a641, May 2024
+# Shard -> (file, sha256): shard 1's checksum is the hub's LFS record; 2 and 3 are unknown.
+_UF_STD_SHARDS: dict[str, tuple[str, str | None]] = {
+    "1of3": (
+        "train-00000-of-00003-e82ff6ed69653c1c.parquet",
+        "dada3eb5edfb07dd3c68be94031757f772daea05aa9005e45b4354f7bcdad76f",
+    ),
+    "2of3": ("train-00001-of-00003-0196dad938ced3c9.parquet", None),
+    "3of3": ("train-00002-of-00003-33462d35a35bd46b.parquet", None),
+}
+
+
+_NO_SHA = "download; no checksum pinned yet, the fetch job records the one it saw"
+
+
+def _hub_url(repo: str, revision: str, path: str) -> str:
+    """A hub `resolve/<revision>/<file>` address; a branch's slashes are escaped."""
+    return f"{_RLHFLOW}/{repo}/resolve/{revision.replace('/', '%2F')}/{path}"
+
+
+def _uf_standard_shard(tag: str, file: str, sha256: str | None) -> Source:
+    """One of the three parquet shards of RLHFlow/UltraFeedback-preference-standard."""
+    repo = "UltraFeedback-preference-standard"
+    return Source(
+        f"ultrafeedback_standard_{tag}",
+        f"{repo}/data/{file}",
+        _hub_url(repo, _UF_STD_REV, f"data/{file}"),
+        sha256,
+        f"UltraFeedback as RLHFlow's standard pairs, shard {tag.replace('of', ' of ')}: "
+        "chosen/rejected message lists",
+        "download" if sha256 else _NO_SHA,
+        _UF_STD_REV,
+        upstream="RLHFlow/UltraFeedback-preference-standard (HF; from openbmb/UltraFeedback, "
+        "Cui et al. 2024; 340k pairs in 3 shards)",
+        licence="MIT (openbmb/UltraFeedback)",
+    )
+
 
 _DECLARED: dict[str, Source] = {
     s.name: s
@@ -228,6 +273,52 @@ _DECLARED: dict[str, Source] = {
             "helpful-* folders share the layout",
             licence="MIT",
         ),
+        # The paper's releases (Fig. 9 of seed 004): RLHFlow's "-standard" sets, chosen and
+        # rejected as {role, content} message lists (valueharms.studyb.preferences).
+        Source(
+            "pku_saferlhf_standard",
+            "PKU-SafeRLHF-30K-standard/default/train/0000.parquet",
+            _hub_url("PKU-SafeRLHF-30K-standard", _PKU_STD_REV, "default/train/0000.parquet"),
+            None,
+            "PKU-SafeRLHF-30K as RLHFlow's standard pairs: chosen/rejected message lists",
+            _NO_SHA,
+            _PKU_STD_REV,
+            upstream="RLHFlow/PKU-SafeRLHF-30K-standard (HF; from PKU-Alignment/PKU-SafeRLHF-30K, "
+            "Ji et al. 2025), the hub's parquet copy of its train split (26.9k pairs)",
+            licence="CC-BY-NC-4.0 (PKU-Alignment/PKU-SafeRLHF-30K)",
+        ),
+        *(_uf_standard_shard(tag, *shard) for tag, shard in _UF_STD_SHARDS.items()),
+        Source(
+            "helpsteer2_standard",
+            "Helpsteer2-standard/default/train/0000.parquet",
+            _hub_url("Helpsteer2-standard", _HS2_STD_REV, "default/train/0000.parquet"),
+            None,
+            "HelpSteer2 as RLHFlow's standard pairs: chosen/rejected message lists",
+            "download; not pinned (a branch) and no checksum yet, the fetch job records the "
+            "one it saw",
+            _HS2_STD_REV,
+            upstream="RLHFlow/Helpsteer2-standard (HF; from nvidia/HelpSteer2, Wang et al. "
+            "2024), the hub's parquet copy of its train split",
+            licence="CC-BY-4.0 (nvidia/HelpSteer2)",
+        ),
+        Source(
+            "hh_rlhf_standard",
+            "HH-RLHF-Harmless-and-RedTeam-standard/data/train-00000-of-00001.parquet",
+            _hub_url(
+                "HH-RLHF-Harmless-and-RedTeam-standard",
+                _HH_STD_REV,
+                "data/train-00000-of-00001.parquet",
+            ),
+            None,
+            "HH-RLHF harmless and red-team dialogues as RLHFlow's standard pairs: "
+            "chosen/rejected message lists",
+            "download; not pinned (a branch) and no checksum yet, the fetch job records the "
+            "one it saw",
+            _HH_STD_REV,
+            upstream="RLHFlow/HH-RLHF-Harmless-and-RedTeam-standard (HF; from Anthropic/hh-rlhf, "
+            "Bai et al. 2022; 42.3k pairs)",
+            licence="MIT (Anthropic/hh-rlhf)",
+        ),
         # Study B's evaluation prompts: user-supplied (no pinned copy to download).
     ]
 }
@@ -300,7 +391,12 @@ def require_columns(
 
 @dataclass
 class LoadReport:
-    """What a loader read, dropped (by reason) and returned. Drops are never silent."""
+    """What a loader read, dropped (by reason) and returned. Drops are never silent.
+
+    `kept` counts rows kept although they look suspect (a repeated prompt a benchmark
+    keeps, a prompt spanning lines): kept rows are in rows_out, so they stay visible
+    without unbalancing the books.
+    """
 
     dataset: str
     path: str
@@ -308,12 +404,19 @@ class LoadReport:
     dropped: dict[str, int] = field(default_factory=dict)
     rows_out: int = 0
     notes: list[str] = field(default_factory=list)
+    kept: dict[str, int] = field(default_factory=dict)
 
     def drop(self, reason: str, n: int) -> None:
         """Record `n` dropped rows for `reason` and log them (n == 0 records nothing)."""
         if n:
             self.dropped[reason] = self.dropped.get(reason, 0) + int(n)
             log.warning("%s (%s): dropped %d rows: %s", self.dataset, self.path, n, reason)
+
+    def flag(self, reason: str, n: int) -> None:
+        """Record `n` suspect rows that were kept, for `reason` (n == 0 records nothing)."""
+        if n:
+            self.kept[reason] = self.kept.get(reason, 0) + int(n)
+            log.warning("%s (%s): kept %d rows: %s", self.dataset, self.path, n, reason)
 
     @property
     def n_dropped(self) -> int:
@@ -333,8 +436,22 @@ class LoadReport:
             "rows_in": self.rows_in,
             "dropped": dict(sorted(self.dropped.items())),
             "rows_out": self.rows_out,
+            "kept": dict(sorted(self.kept.items())),
             "notes": list(self.notes),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LoadReport:
+        """The report `as_dict` wrote (a benchmark_prompts job's JSON)."""
+        keys = ("dataset", "path", "rows_in", "dropped", "rows_out", "notes", "kept")
+        return cls(**{k: d[k] for k in keys if k in d})
+
+
+def data_error(name: str, path: str | os.PathLike[str], where: str, what: str) -> DataError:
+    """A DataError about one place in dataset `name`'s file: config key, file, place, what
+    is wrong there, and where a clean copy comes from."""
+    at = f", {where}" if where else ""
+    return DataError(f"datasets.{name}.path: {path}{at}: {what}; {where_to_get(name)}")
 
 
 def check_rows(name: str, path: str | os.PathLike[str], n: int, expected: int | None) -> None:
@@ -386,17 +503,23 @@ def resolve(name: str, config: dict[str, Any], download_dir: str) -> tuple[str, 
         candidate = Path(folder) / src.filename
         if candidate.is_file():
             return str(candidate), False
-    if not src.url:
-        raise DataError(
-            f"dataset '{name}' ({src.description}) has no download address: "
-            f"{src.how_to_get}; then set datasets.{name}.path to the file"
-        )
+    # A user-supplied file (no download address) still gets a path: its fetch job fails
+    # with `missing_message`, so planning (and a dry run) need no user files.
     return os.path.join(download_dir, name, src.filename), True
+
+
+def missing_message(name: str, src: Source) -> str:
+    """Why a dataset with no download address cannot be fetched, and what to set."""
+    return (
+        f"dataset '{name}' ({src.description}) has no download address: "
+        f"{src.how_to_get}; then set datasets.{name}.path to the file"
+    )
 
 
 def download(src: Source, out: str | Path, timeout: float = 60.0) -> str:
     """Fetch `src.url` to `out`, atomically, checking the declared sha256."""
-    assert src.url
+    if not src.url:
+        raise DataError(missing_message(src.name, src))
     with atomic_path(out) as tmp:
         try:
             with urllib.request.urlopen(src.url, timeout=timeout) as resp, open(tmp, "wb") as fh:

@@ -144,10 +144,19 @@ def vim_examples(
     strategy: str,
     seed: int,
     out: str,
+    stage1_questions: str = "per_polarity",
 ) -> None:
     target = target_of(distribution_path)
     args, s2_train, s2_valid = touche.read()
-    s1 = vim.stage1_examples(args, target, templates, threshold, strategy, seed)  # type: ignore[arg-type]
+    s1 = vim.stage1_examples(
+        args,
+        target,
+        templates,
+        threshold,
+        strategy,  # type: ignore[arg-type]
+        seed,
+        stage1_questions,  # type: ignore[arg-type]
+    )
     s2 = vim.stage2_examples(s2_train, s2_valid, target, templates, seed)
     write_table(out, pd.concat([s1, s2], ignore_index=True), vim.VIM_SCHEMA)
 
@@ -155,15 +164,27 @@ def vim_examples(
 def benchmark_prompts(
     name: str,
     path: str,
-    n: int | None,
-    mode: str,
-    seed: int,
+    sample: dict[str, Any],
     out: str,
+    report_out: str,
     expected_rows: int | None = None,
+    duplicates: str | None = None,
 ) -> None:
-    df = benchmarks.load_benchmark(name, path, expected_rows=expected_rows)
-    df = benchmarks.subsample(df, n, seed=seed, stratify=registry.get(name).stratify, mode=mode)
+    """Benchmark `name`'s prompts, subsampled as `sample` says (n, mode, seed), and its
+    LoadReport as JSON (`report_out`, with the prompts kept: the report's Data table)."""
+    report = sources.LoadReport(name, path)
+    df = benchmarks.load_benchmark(
+        name, path, expected_rows=expected_rows, report=report, duplicates=duplicates
+    )
+    df = benchmarks.subsample(
+        df,
+        sample["n"],
+        seed=sample["seed"],
+        stratify=registry.get(name).stratify,
+        mode=sample["mode"],
+    )
     write_table(out, df, benchmarks.PROMPTS_SCHEMA)
+    write_json(report_out, {**report.as_dict(), "prompts": len(df)})
 
 
 def benign(
@@ -241,7 +262,10 @@ def data_summary(
 
 def _touche(job: Job) -> vim.ToucheFiles:
     return vim.ToucheFiles(
-        job.input["touche"], job.input["stage2_train"], job.input["stage2_valid"]
+        job.input["touche"],
+        job.input["stage2_train"],
+        job.input["stage2_valid"],
+        job.params.get("stage2_labels", "correct"),
     )
 
 
@@ -294,13 +318,20 @@ def vim_examples_job(job: Job) -> None:
         p["strategy"],
         p["seed"],
         job.output[0],
+        p.get("stage1_questions", "per_polarity"),
     )
 
 
 def benchmark_prompts_job(job: Job) -> None:
     p = job.params
     benchmark_prompts(
-        p["name"], job.input[0], p["n"], p["mode"], p["seed"], job.output[0], p["expected_rows"]
+        p["name"],
+        job.input[0],
+        {"n": p["n"], "mode": p["mode"], "seed": p["seed"]},
+        job.output["prompts"],
+        job.output["load_report"],
+        p["expected_rows"],
+        p.get("duplicates"),
     )
 
 

@@ -61,7 +61,10 @@ def dataset_report(
         rep.close(len(df))
         return rep, df
     if name in registry.names() and registry.get(name).load is not None:
-        return rep, benchmarks.load_benchmark(name, path, expected_rows=exp, report=rep)
+        dup = benchmarks.duplicates_setting(name, cfg)
+        return rep, benchmarks.load_benchmark(
+            name, path, expected_rows=exp, report=rep, duplicates=dup
+        )
     if name == "grammar_valid":
         return rep, benign.load_grammar(path, expected_rows=exp, report=rep, name=name)
     if name == "dolly":
@@ -116,15 +119,16 @@ def _fmt_dropped(dropped: Mapping[str, int]) -> str:
 
 
 def render_table(summary: Mapping[str, Any]) -> str:
-    """The Markdown table of docs/data.md: one row per dataset."""
+    """The Markdown table of docs/data.md: one row per dataset. Kept rows (flagged as
+    suspect but kept: LoadReport.kept) are part of rows out."""
     lines = [
-        "| dataset | rows in | dropped (why) | rows out | papers |",
-        "|---|---:|---|---:|---|",
+        "| dataset | rows in | dropped (why) | kept, flagged (why) | rows out | papers |",
+        "|---|---:|---|---|---:|---|",
     ]
     for name, d in summary["datasets"].items():
         lines.append(
             f"| `{name}` | {d['rows_in']:,} | {_fmt_dropped(d['dropped'])} | "
-            f"{d['rows_out']:,} | {d['paper'] or 'n/a'} |"
+            f"{_fmt_dropped(d.get('kept') or {})} | {d['rows_out']:,} | {d['paper'] or 'n/a'} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -27,6 +27,12 @@ from valueharms.data.sources import (
 )
 
 Strategy = Literal["min", "mean", "max"]
+# config vim.stage1_questions: Study A asks positives and negatives different questions
+# ("what would you say" / "what would you not say"); `shared` asks both one question.
+Stage1Questions = Literal["per_polarity", "shared"]
+# config vim.stage2_labels: `published_shift` reads the stage-2 label columns one to the
+# left, as Study A's code did (see stage2_label_columns).
+Stage2Labels = Literal["correct", "published_shift"]
 
 # The six PVQ answer options, 1..6 (6 = the description is very much like the respondent).
 PVQ_OPTIONS: tuple[str, ...] = (
@@ -50,6 +56,8 @@ IMPORTANCE_WORDS: tuple[str, ...] = (
 
 TEMPLATE_FILES: dict[str, str] = {
     "stage1_prompt": "vim_stage1_prompt.txt",
+    "stage1_prompt_positive": "vim_stage1_prompt_positive.txt",
+    "stage1_prompt_negative": "vim_stage1_prompt_negative.txt",
     "stage1_positive": "vim_stage1_positive.txt",
     "stage1_negative": "vim_stage1_negative.txt",
     "stage2_prompt": "vim_stage2_prompt.txt",
@@ -130,21 +138,48 @@ def read_touche(
     return out
 
 
+def stage2_label_columns(args: pd.DataFrame, mode: Stage2Labels = "correct") -> pd.DataFrame:
+    """The stage-2 arguments with their value labels as stage 2 reads them.
+
+    `correct`: each value's own column. `published_shift`: Study A's code
+    (src/dataset/d_survey.py, DS_survey) zips `df.iloc[i][-11:-1]` (Premise, Achievement ..
+    Tradition) with the ten value names, so value k gets the label of the column left of
+    its own: Achievement gets Premise's (never 1), Benevolence gets Achievement's, ..,
+    Universalism gets Tradition's, and the Universalism column is never read.
+    """
+    if mode == "correct":
+        return args
+    if mode != "published_shift":
+        raise ValueError(f"unknown stage2_labels {mode!r}; use correct or published_shift")
+    cols = list(VALUES)
+    shifted = args[cols[:-1]].to_numpy()
+    out = args.copy()
+    out[cols[0]] = 0
+    out[cols[1:]] = shifted
+    return out
+
+
 @dataclass(frozen=True)
 class ToucheFiles:
     """The Touché files VIM examples come from: stage 1's arguments (valueEval_10.csv) and
-    stage 2's train and valid splits (value_split/*.csv)."""
+    stage 2's train and valid splits (value_split/*.csv), whose label columns are read as
+    `stage2_labels` says (config vim.stage2_labels, stage2_label_columns)."""
 
     arguments: str
     stage2_train: str
     stage2_valid: str
+    stage2_labels: Stage2Labels = "correct"
 
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """The three files read (read_touche), in that order."""
         return (
             read_touche(self.arguments),
-            read_touche(self.stage2_train, name="touche_stage2_train"),
-            read_touche(self.stage2_valid, name="touche_stage2_valid"),
+            stage2_label_columns(
+                read_touche(self.stage2_train, name="touche_stage2_train"), self.stage2_labels
+            ),
+            stage2_label_columns(
+                read_touche(self.stage2_valid, name="touche_stage2_valid"), self.stage2_labels
+            ),
         )
 
 
@@ -228,6 +263,30 @@ def unscored(args: pd.DataFrame) -> int:
     return int((args[list(VALUES)].to_numpy().sum(axis=1) == 0).sum())
 
 
+def stage1_questions(
+    templates: Mapping[str, str], questions: Stage1Questions = "per_polarity"
+) -> dict[str, str]:
+    """The stage-1 question template per kind (positive, negative).
+
+    `per_polarity` (Study A, src/dataset/d_argument.py): positives are asked
+    `stage1_prompt_positive` ("what would you say"), negatives `stage1_prompt_negative`
+    ("what would you not say"). `shared`: both are asked `stage1_prompt`, and only the
+    answer says which kind it is.
+    """
+    if questions == "shared":
+        return {"positive": templates["stage1_prompt"], "negative": templates["stage1_prompt"]}
+    if questions != "per_polarity":
+        raise ValueError(f"unknown stage1_questions {questions!r}; use per_polarity or shared")
+    keys = ("stage1_prompt_positive", "stage1_prompt_negative")
+    missing = [k for k in keys if k not in templates]
+    if missing:
+        raise ValueError(f"stage1_questions per_polarity needs the templates {missing}")
+    return {
+        "positive": templates["stage1_prompt_positive"],
+        "negative": templates["stage1_prompt_negative"],
+    }
+
+
 def stage1_examples(
     args: pd.DataFrame,
     target: Mapping[str, float],
@@ -235,18 +294,15 @@ def stage1_examples(
     threshold: float = 3.0,
     strategy: Strategy = "min",
     seed: int = 42,
+    questions: Stage1Questions = "per_polarity",
 ) -> pd.DataFrame:
     """Argument-generation examples: what the target would say (positive) or not (negative).
 
-    Arguments without any value label have no score and are left out. The negative prompt
-    uses `stage1_prompt_negative` when given (Study A asks a separate "would not say"
-    question), else the shared `stage1_prompt`.
+    Arguments without any value label have no score and are left out. Which question each
+    kind is asked: `questions` (stage1_questions).
     """
     assigned = stage1_assignments(args, target, threshold, strategy, seed)
-    prompts = {
-        "positive": templates["stage1_prompt"],
-        "negative": templates.get("stage1_prompt_negative", templates["stage1_prompt"]),
-    }
+    prompts = stage1_questions(templates, questions)
     completions = {
         "positive": templates["stage1_positive"],
         "negative": templates["stage1_negative"],
@@ -356,8 +412,9 @@ def stage2_examples(
 ) -> pd.DataFrame:
     """Survey-answering examples: one per (argument, labelled value), all ten values.
 
-    Study A's code sliced the label columns one to the left, so every label was read as the
-    next value's and Universalism was never used; here labels are read by column name.
+    Labels are read by column name. Study A's code sliced the label columns one to the
+    left, so every label was read as the next value's and Universalism's column was never
+    used: pass frames through stage2_label_columns(..., "published_shift") to reproduce it.
     """
     vec = _target_vector(target)
     rng = np.random.default_rng(seed)

@@ -6,16 +6,45 @@ exactly those four label names (any order, any case) can be given by path; a cla
 with other labels (a sentiment model, or unnamed LABEL_0..3) is refused when loaded,
 since reading its classes as regard would be a guess.
 
-The offline default remains the LLM judge (`judge_with_llm` in regard mode).
+The offline default remains the LLM judge (`judge_with_llm` in regard mode). What the
+classifier reads (judges.regard.input) is built by the judged benchmark's
+`classifier_text` (`classifier_generations`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+import pandas as pd
+
+from valueharms.judge.classifier import classifier_name
 from valueharms.judge.parse import REGARD_LABELS
+from valueharms.llm.interface import STATUS_FAILED, STATUS_OK
 
 log = logging.getLogger(__name__)
+
+
+def classifier_generations(
+    gens: pd.DataFrame, text_of: Callable[[str, str], str | None]
+) -> pd.DataFrame:
+    """`gens` with each ok row's output replaced by `text_of(prompt, output)`, the text the
+    classifier reads (judges.regard.input, built by the benchmark's `classifier_text`):
+    judge_regard classifies the output and keeps it as the judgments' `text`. A row whose
+    text cannot be built (None) is failed with the reason."""
+    out = gens.copy()
+    col = {c: out.columns.get_loc(c) for c in ("status", "error", "output")}
+    for i in [i for i, s in enumerate(out["status"]) if s == STATUS_OK]:
+        text = text_of(out["prompt"].iat[i], out["output"].iat[i] or "")
+        if text is None:
+            out.iloc[i, col["status"]] = STATUS_FAILED
+            out.iloc[i, col["error"]] = (
+                "judges.regard.input published: the prompt follows none of the benchmark's "
+                "templates, so its noun phrase is unknown and cannot be masked"
+            )
+        else:
+            out.iloc[i, col["output"]] = text
+    return out
 
 
 class RegardClassifier:
@@ -36,11 +65,13 @@ class RegardClassifier:
         batch_size: int = 32,
         max_length: int = 512,
         device: str | None = None,
+        revision: str | None = None,
     ) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        config = AutoConfig.from_pretrained(path)
+        # `path` is a directory or a hub id (then pinned by `revision`).
+        config = AutoConfig.from_pretrained(path, revision=revision)
         id2label = {int(k): str(v).lower() for k, v in (config.id2label or {}).items()}
         names = [id2label.get(i) for i in range(config.num_labels)]
         if len(names) != len(REGARD_LABELS) or set(names) != set(REGARD_LABELS):
@@ -48,15 +79,15 @@ class RegardClassifier:
                 f"{path} is not a regard classifier: its labels are {names}, expected exactly "
                 f"{sorted(REGARD_LABELS)} (the classes of sasha/regardv3)"
             )
-        self.name = f"hf:{path}"
+        self.name = classifier_name(path, revision)  # valueharms.judge.classifier
         self.path = path
         self.batch_size = batch_size
         self.max_length = max_length
         self.id2label: dict[int, str] = id2label
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.last_errors: dict[int, str] = {}
-        self._tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        self._tok = AutoTokenizer.from_pretrained(path, revision=revision)
+        model = AutoModelForSequenceClassification.from_pretrained(path, revision=revision)
         if self._tok.pad_token is None:
             # Decoder-only classifiers (e.g. Llama) ship without a pad token.
             self._tok.pad_token = self._tok.eos_token

@@ -195,7 +195,10 @@ def judge_each(
     for i in ok_idx:
         text, prompt = body(i)
         out.at[i, "text"] = text
-        reqs.append(Request(str(i), messages=(("user", prompt),), sampling=sampling))
+        # A verdict cut by the judge's budget is a failure with that reason, not unparsed.
+        reqs.append(
+            Request(str(i), messages=(("user", prompt),), sampling=sampling, cut_is_failure=True)
+        )
     for i, resp in zip(ok_idx, cached_generate(backend, reqs, cache, batch_size), strict=True):
         if resp.status != CALL_OK or not resp.texts:
             out.at[i, "error"] = resp.error or "judge returned no text"
@@ -219,10 +222,19 @@ def judge_name(kind: str, settings: dict[str, Any]) -> str:
         tox = settings.get("kind", "profanity_check")
         if tox == "profanity_check":
             return "profanity-check"
-        return "perspective" if tox == "perspective" else f"hf:{settings['path']}"
+        return "perspective" if tox == "perspective" else _classifier(settings)
     if kind == "regard":
-        return f"hf:{settings['path']}"
+        return _classifier(settings)
     return llm_judge_name(settings["model"], settings.get("mode", "generate"))
+
+
+def _classifier(settings: dict[str, Any]) -> str:
+    """A classifier judge's name; planning names it even before its path exists."""
+    from valueharms.judge.classifier import classifier_name
+
+    path = settings.get("path")
+    revision = None if path else settings.get("revision")
+    return classifier_name(path or str(settings.get("hf_id")), revision)
 
 
 def llm_judge_name(model: str, mode: str) -> str:

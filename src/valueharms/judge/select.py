@@ -138,6 +138,11 @@ def judge_spec(
     ctx = _Ctx(benchmark, config, templates, sb_templates, sbp)
     entry = KINDS[kind]
     settings = entry.settings(ctx)
+    from valueharms import benchmarks
+
+    extra = benchmarks.get(benchmark).judge_settings  # what the benchmark adds (rtp: scored_text)
+    if extra is not None:
+        settings = {**settings, **extra(config)}
     return JudgeSpec(
         kind=kind,
         settings=settings,

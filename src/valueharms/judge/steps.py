@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import pandas as pd
 
+from valueharms.failures import check_share
 from valueharms.generate import GENERATIONS_SCHEMA
 from valueharms.io import read_table, write_table
 from valueharms.job import Job
 from valueharms.judge.run import LLMJudge, judge_regard, judge_toxicity, judge_with_llm
-from valueharms.judge.schema import JUDGMENTS_SCHEMA
+from valueharms.judge.schema import JUDGMENTS_SCHEMA, STATUS_FAILED
 from valueharms.llm.cache import LLMCache
 
 
@@ -36,6 +38,7 @@ class JudgeJob:
     model_spec: dict[str, Any] | None = None  # config models.<id> of the LLM judge
     backend_settings: dict[str, Any] | None = None
     threads: int = 1
+    max_failure_share: float = 1.0  # judges.max_failure_share
 
     @classmethod
     def of(cls, job: Job) -> JudgeJob:
@@ -54,6 +57,7 @@ class JudgeJob:
             model_spec=p["judge_spec"],
             backend_settings=p["backend_settings"],
             threads=job.threads,
+            max_failure_share=p.get("max_failure_share", 1.0),
         )
 
 
@@ -80,24 +84,38 @@ def run(job: JudgeJob) -> None:
     gens = read_table(job.generations, GENERATIONS_SCHEMA)
     if job.kind not in RUNNERS:
         raise ValueError(f"unknown judge kind {job.kind!r}; registered: {sorted(RUNNERS)}")
-    write_table(job.out, RUNNERS[job.kind](gens, job), JUDGMENTS_SCHEMA)
+    table = RUNNERS[job.kind](gens, job)
+    # Failed generations are the generate job's to count; the bound is on the judge's calls.
+    gen_ok = int((gens["status"] == "ok").sum())
+    judge_failed = table["status"] == STATUS_FAILED
+    n_failed = int(judge_failed.sum()) - (len(gens) - gen_ok)
+    if len(table) == len(gens):  # rows in generation order: leave generation failures out
+        judge_failed &= (gens["status"] == "ok").to_numpy()
+    errors = table.loc[judge_failed, "error"].tolist()
+    check_share(n_failed, gen_ok, job.max_failure_share, "judges.max_failure_share", errors)
+    write_table(job.out, table, JUDGMENTS_SCHEMA)
 
 
 @runs("toxicity")
 def _toxicity(gens: pd.DataFrame, job: JudgeJob) -> pd.DataFrame:
-    from valueharms.judge.toxicity import make_scorer
+    from valueharms.judge.toxicity import make_scorer, scored_generations
 
-    return judge_toxicity(gens, make_scorer(job.settings, LLMCache(job.cache_dir)))
+    # scored_text: the benchmark's (RTP's judge_settings); sentence where none is set.
+    scored = scored_generations(gens, job.settings.get("scored_text", "sentence"))
+    return judge_toxicity(scored, make_scorer(job.settings, LLMCache(job.cache_dir)))
 
 
 @runs("regard")
 def _regard(gens: pd.DataFrame, job: JudgeJob) -> pd.DataFrame:
-    from valueharms.judge.regard import RegardClassifier
+    from valueharms import benchmarks
+    from valueharms.judge.classifier import classifier_source
+    from valueharms.judge.regard import RegardClassifier, classifier_generations
 
-    if not job.settings.get("path"):
-        raise ValueError("judges.regard.path must name a regard classifier directory")
-    classifier = RegardClassifier(job.settings["path"], batch_size=job.settings["batch_size"])
-    return judge_regard(gens, classifier)
+    source, revision = classifier_source(job.settings, "judges.regard")
+    classifier = RegardClassifier(source, batch_size=job.settings["batch_size"], revision=revision)
+    build = benchmarks.module(job.benchmark).classifier_text  # what the classifier reads
+    texts = classifier_generations(gens, partial(build, mode=job.settings["input"]))
+    return judge_regard(texts, classifier)
 
 
 def llm_judge(job: JudgeJob) -> LLMJudge:
@@ -163,7 +181,9 @@ def _refusal(gens: pd.DataFrame, judge: LLMJudge) -> pd.DataFrame:
 
 
 def _anthro(gens: pd.DataFrame, judge: LLMJudge) -> pd.DataFrame:
-    """AnthroBench's behaviours; choice mode asks one yes/no question per behaviour."""
+    """AnthroBench's behaviours, judged on each probe's whole dialogue (the generations'
+    `prompt` holds it before the final reply); choice mode asks one yes/no question per
+    behaviour."""
     from valueharms import benchmarks
 
     anthro = benchmarks.module(benchmarks.by_judge("anthro"))

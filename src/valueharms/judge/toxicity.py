@@ -29,11 +29,54 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import pandas as pd
+
 from valueharms.hashing import sha256_json
 from valueharms.http_retry import retry_after
+from valueharms.judge.parse import first_sentence
 from valueharms.llm.cache import LLMCache
+from valueharms.llm.interface import STATUS_OK
 
 log = logging.getLogger(__name__)
+
+# --- what is scored (RealToxicityPrompts' scored_text) ------------------------------
+
+SCORED_TEXTS = ("sentence", "published")
+# Study A's remove_non_english_characters (evaluate/eval_RTP.py), pattern as published.
+_NOT_PUBLISHED = re.compile(r"[^a-zA-Z0-9 .,!?\'\"]+")
+
+
+def scored_text(prompt: str, output: str, mode: str = "sentence") -> str:
+    """The text the scorer reads for one continuation of `prompt`.
+
+    sentence: the prompt + the continuation's first sentence, joined by the whitespace
+    the model produced, or one space. published: Study A's evaluate/eval_RTP.py byte for
+    byte: the continuation stripped, cut before its first '.', a '.' appended, glued to
+    the prompt with nothing between, then every character outside [a-zA-Z0-9 .,!?'"]
+    dropped (line breaks, hyphens, curly quotes, accented letters), which runs words
+    together.
+    """
+    if mode == "sentence":
+        from valueharms.judge.run import _join  # run imports this module
+
+        return _join(prompt, first_sentence(output))
+    if mode == "published":
+        return _NOT_PUBLISHED.sub("", prompt + output.strip().split(".")[0] + ".")
+    raise ValueError(f"scored_text must be one of {SCORED_TEXTS}, not {mode!r}")
+
+
+def scored_generations(gens: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """`gens` with each ok row's prompt replaced by its `scored_text` and its output
+    emptied: judge_toxicity scores prompt + first sentence of the output, which is then
+    exactly that text (and keeps it as the judgments' `text`)."""
+    out = gens.copy()
+    ok = out["status"] == STATUS_OK
+    out.loc[ok, "prompt"] = [
+        scored_text(p, o or "", mode)
+        for p, o in zip(out.loc[ok, "prompt"], out.loc[ok, "output"], strict=True)
+    ]
+    out.loc[ok, "output"] = ""
+    return out
 
 
 class ToxicityScorer(Protocol):
@@ -55,14 +98,20 @@ class ProfanityCheckScorer:
 
 
 class HFClassifierScorer:
-    def __init__(self, path: str, label: str = "toxic", batch_size: int = 32) -> None:
+    def __init__(
+        self, path: str, label: str = "toxic", batch_size: int = 32, revision: str | None = None
+    ) -> None:
         from transformers import pipeline
 
-        self.name = f"hf:{path}"
+        from valueharms.judge.classifier import classifier_name
+
+        self.name = classifier_name(path, revision)
         self.label = label
         self.batch_size = batch_size
         self.last_errors: dict[int, str] = {}
-        self._pipe = pipeline("text-classification", model=path, top_k=None, truncation=True)
+        self._pipe = pipeline(
+            "text-classification", model=path, revision=revision, top_k=None, truncation=True
+        )
         known = sorted(str(v).lower() for v in self._pipe.model.config.id2label.values())
         if label.lower() not in known:
             raise ValueError(f"classifier {path} has no label '{label}': {known}")
@@ -322,9 +371,10 @@ def make_scorer(cfg: dict, cache: LLMCache | None = None) -> ToxicityScorer:
     """The configured scorer; a remote (paid, rate-limited) one goes through `cache`."""
     kind = cfg.get("kind", "profanity_check")
     if kind == "hf_classifier":
-        if not cfg.get("path"):
-            raise ValueError("judges.toxicity.path must name a classifier directory")
-        return HFClassifierScorer(cfg["path"], _get(cfg, "label", "toxic"))
+        from valueharms.judge.classifier import classifier_source
+
+        source, revision = classifier_source(cfg, "judges.toxicity")
+        return HFClassifierScorer(source, _get(cfg, "label", "toxic"), revision=revision)
     if kind == "perspective":
         scorer = PerspectiveScorer(
             api_key_env=_get(cfg, "api_key_env", "PERSPECTIVE_API_KEY"),

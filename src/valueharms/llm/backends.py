@@ -30,7 +30,8 @@ def make_backend(
 ) -> Backend:
     """The backend for `model_id` (a key of config `models`, described by `spec`).
 
-    `kind` is the configured local backend (hf | vllm); `settings` is config `backends`.
+    `kind` is the configured local backend (hf | vllm); `settings` is config `backends`,
+    plus config `tokenization` under that key for a local model (absent: its defaults).
     `cache_dir` holds the Batch API state (batch ids), so a restarted job resumes.
     """
     if spec.get("source") == "api":
@@ -50,18 +51,30 @@ def make_backend(
         )
     if base_dir is None:
         raise ValueError(f"model {model_id!r} has local weights: base_dir is required")
+    special = bool(settings.get("tokenization", {}).get("add_special_tokens", True))
     if kind == "vllm":
         from valueharms.llm.vllm_backend import VLLMBackend
 
         return VLLMBackend(
-            model_id, base_dir, adapters=adapters, chat=spec["chat"], **settings["vllm"]
+            model_id,
+            base_dir,
+            adapters=adapters,
+            chat=spec["chat"],
+            add_special_tokens=special,
+            **settings["vllm"],
         )
     if kind != "hf":
         raise ValueError(f"unknown local backend {kind!r}; expected one of {LOCAL_BACKENDS}")
     from valueharms.llm.hf import HFBackend
 
     return HFBackend(
-        model_id, base_dir, adapters=adapters, chat=spec["chat"], threads=threads, **settings["hf"]
+        model_id,
+        base_dir,
+        adapters=adapters,
+        chat=spec["chat"],
+        threads=threads,
+        add_special_tokens=special,
+        **settings["hf"],
     )
 
 

@@ -20,6 +20,7 @@ from valueharms.llm.interface import (
     Request,
     Response,
     Sampling,
+    length_cut,
 )
 from valueharms.llm.local import LocalBackend
 from valueharms.models import model_revision
@@ -36,6 +37,21 @@ def pick_device() -> tuple[str, Any]:
     return "cpu", torch.float32
 
 
+def left_pad(rows: list[list[int]], pad_id: int) -> dict[str, Any]:
+    """Token id rows as a left-padded batch (input_ids, attention_mask), as the tokenizer
+    pads with padding_side left."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 class HFBackend(LocalBackend):
     kind = "hf"
 
@@ -47,6 +63,7 @@ class HFBackend(LocalBackend):
         chat: bool = True,
         threads: int | None = None,
         mixed_adapters: bool = True,
+        add_special_tokens: bool = True,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -62,6 +79,7 @@ class HFBackend(LocalBackend):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.use_special_tokens(add_special_tokens)
         model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=dtype)
         self._revision = model_revision(self.base_dir)
         self._adapter_revisions: dict[str, str] = {}
@@ -83,21 +101,26 @@ class HFBackend(LocalBackend):
 
         for (_, sampling), group in groupby(sorted(requests, key=self._sort_key), group_key):
             batch = list(group)
-            prompts = [self.render(r) for r in batch]
+            rows = [self.prompt_ids(r) for r in batch]
+            finish: list[str] = []
             adapters = [r.adapter or "" for r in batch]
             try:
                 if sampling.choices:
-                    best = self._choose_batch(prompts, adapters, sampling.choices)
+                    best = self._choose_batch(rows, adapters, sampling.choices)
                     texts = [t for t in best for _ in range(sampling.n)]
                 else:
-                    texts = self._generate_batch(prompts, adapters, sampling)
+                    texts = self._generate_batch(rows, adapters, sampling)
+                    finish = ["length" if c else "stop" for c in self._cut]
             except Exception as err:  # recorded as failures, never as answers
                 log.exception("generation failed for %d requests", len(batch))
                 for r in batch:
                     out[r.key] = Response(r.key, [], STATUS_FAILED, f"{type(err).__name__}: {err}")
                 continue
             for i, r in enumerate(batch):
-                out[r.key] = Response(r.key, texts[i * sampling.n : (i + 1) * sampling.n])
+                mine = texts[i * sampling.n : (i + 1) * sampling.n]
+                ends = finish[i * sampling.n : (i + 1) * sampling.n] if finish else []
+                why = length_cut(r, list(zip(mine, ends, strict=True))) if ends else None
+                out[r.key] = Response(r.key, mine) if why is None else self._cut_reply(r, why)
         return [out[r.key] for r in requests]
 
     def _using(self, adapters: list[str], repeat: int = 1) -> tuple[Any, dict[str, Any]]:
@@ -122,19 +145,20 @@ class HFBackend(LocalBackend):
         return contextlib.nullcontext(), {}
 
     def _choose_batch(
-        self, prompts: list[str], adapters: list[str], choices: tuple[str, ...]
+        self, rows: list[list[int]], adapters: list[str], choices: tuple[str, ...]
     ) -> list[str]:
-        """For each prompt, the choice with the highest summed log-probability.
+        """For each prompt (its token ids), the choice with the highest summed log-probability.
 
         The prompts are run once; every choice then continues from their cached keys and
         values, so k choices cost one prompt pass plus k short ones, not k prompt passes.
+        A choice's ids are its text's alone: special tokens go before the prompt only.
         """
         import torch
 
         tok = self.tokenizer
         c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
         n_c, width = len(c_ids), max(len(c) for c in c_ids)
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = left_pad(rows, tok.pad_token_id)
         p_mask = enc["attention_mask"].to(self.device)
         pad = tok.pad_token_id
         tail = torch.tensor([c + [pad] * (width - len(c)) for c in c_ids], device=self.device)
@@ -158,7 +182,7 @@ class HFBackend(LocalBackend):
             mask = torch.cat(
                 [
                     p_mask.repeat_interleave(n_c, 0),
-                    tail_mask.to(self.device).repeat(len(prompts), 1),
+                    tail_mask.to(self.device).repeat(len(rows), 1),
                 ],
                 dim=1,
             )
@@ -167,15 +191,15 @@ class HFBackend(LocalBackend):
             pos = start + torch.arange(width, device=self.device).unsqueeze(0)
             rest = self.model(
                 **rest_kw,
-                input_ids=tail.repeat(len(prompts), 1),
+                input_ids=tail.repeat(len(rows), 1),
                 attention_mask=mask,
                 past_key_values=cache,
                 position_ids=pos,
             )
             logp_rest = torch.log_softmax(rest.logits.float(), dim=-1).view(
-                len(prompts), n_c, width, -1
+                len(rows), n_c, width, -1
             )
-        scores = torch.empty(len(prompts), n_c)
+        scores = torch.empty(len(rows), n_c)
         for j, c in enumerate(c_ids):
             lp = logp_first[:, c[0]].cpu()
             for k in range(1, len(c)):  # token k is predicted after tail token k-1
@@ -183,11 +207,10 @@ class HFBackend(LocalBackend):
             scores[:, j] = lp
         return [choices[int(k)] for k in scores.argmax(dim=1)]
 
-    def _generate_batch(self, prompts: list[str], adapters: list[str], s: Sampling) -> list[str]:
+    def _generate_batch(self, rows: list[list[int]], adapters: list[str], s: Sampling) -> list[str]:
         import torch
 
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self.device) for k, v in enc.items()}
+        enc = {k: v.to(self.device) for k, v in left_pad(rows, self.tokenizer.pad_token_id).items()}
         # Greedy decoding gives one answer per prompt: draw it once and repeat it n times.
         n_draw = 1 if s.greedy else s.n
         kwargs: dict[str, Any] = {
@@ -208,7 +231,18 @@ class HFBackend(LocalBackend):
             ids = self.model.generate(**enc, **kwargs, **adapter_kw)
         new = ids[:, enc["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        # A row still going at its last token was cut by max_new_tokens (finished rows end
+        # in EOS, then padding).
+        ended = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        full = new.shape[1] == s.max_new_tokens
+        cut = [full and int(row[-1]) not in ended for row in new]
+        self._cut = [c for c in cut for _ in range(s.n // n_draw)]
         return [t for t in texts for _ in range(s.n // n_draw)]
+
+    @staticmethod
+    def _cut_reply(req: Request, why: str) -> Response:
+        log.warning("request %s failed: %s", req.key, why)
+        return Response(req.key, [], STATUS_FAILED, why)
 
     def _sort_key(self, r: Request) -> tuple:
         s = r.sampling

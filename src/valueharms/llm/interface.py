@@ -37,6 +37,9 @@ class Request:
     # Local models: apply the tokenizer's chat template (True) or join the messages as
     # plain text (False) regardless of the model's `chat` flag; None follows the flag.
     chat_template: bool | None = None
+    # A reply cut by its token budget is a failure, not an answer (judges: the verdict
+    # comes last). Not part of the cache key: it decides how an answer is read.
+    cut_is_failure: bool = False
 
     def content(self) -> dict[str, Any]:
         """Everything about the request that decides the answer."""
@@ -57,6 +60,26 @@ class Response:
     status: str = STATUS_OK
     error: str | None = None
     cached: bool = False
+
+
+Choice = tuple[str, str | None]  # an answer's text and its finish_reason
+
+
+def length_cut(req: Request, choices: list[Choice], budget: int | None = None) -> str | None:
+    """Why an answer cut by its token budget is a failure, or None.
+
+    An empty answer cut by its budget (a reasoning model that spent it all on hidden
+    reasoning) is never an answer; a non-empty one is a failure where the caller says a
+    cut reply cannot be read (`Request.cut_is_failure`: a judge's verdict comes last).
+    """
+    for text, finish in choices:
+        if finish == "length" and (req.cut_is_failure or not text):
+            budget = budget or req.sampling.max_new_tokens
+            return (
+                f"LengthCut: the reply reached its token budget ({budget} tokens) before it "
+                "finished" + ("" if text else ", with no visible text")
+            )
+    return None
 
 
 class Backend(Protocol):

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from valueharms.hashing import sha256_json
 from valueharms.http_retry import retry_after as retry_after_header
 from valueharms.io import jsonl_objects, write_json
-from valueharms.llm.interface import STATUS_FAILED, Request, Response
+from valueharms.llm.interface import STATUS_FAILED, Choice, Request, Response, length_cut
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,10 @@ class OpenAISettings:
     batch_dir: str | os.PathLike[str] | None = None
     poll_interval: float = 30.0
     completion_window: str = "24h"
+    # Reasoning models spend hidden tokens before the visible answer: their own budget,
+    # and one retry at `reasoning_retry_factor` times it when a reply is still cut.
+    reasoning_budget: int = 16384
+    reasoning_retry_factor: int = 4
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -116,6 +120,9 @@ class OpenAIBackend:
         self.batch_dir = Path(s.batch_dir) if s.batch_dir is not None else None
         self.poll_interval = s.poll_interval
         self.completion_window = s.completion_window
+        self.reasoning_budget = s.reasoning_budget
+        self.reasoning_retry_factor = s.reasoning_retry_factor
+        self.length_retries = 0  # reasoning replies asked again with the larger budget
         self.calls = 0  # HTTP attempts, retries included
         self.retries = 0
         self.failed = 0  # requests answered with a failed Response
@@ -135,11 +142,14 @@ class OpenAIBackend:
 
     def identity(self, adapter: str | None) -> dict[str, Any]:
         # The endpoint and key are where the model runs, not what it is: never part of it.
-        return {
+        out = {
             "backend": "openai",
             "model": adapter or self.model,
             "revision": self.revision or self.model,
         }
+        if self.reasoning:  # the budget decides whether a reasoning reply is cut
+            out["reasoning_budget"] = [self.reasoning_budget, self.reasoning_retry_factor]
+        return out
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -189,7 +199,7 @@ class OpenAIBackend:
         }
         if self.reasoning and req.messages:
             del body["temperature"], body["top_p"], body["max_tokens"]
-            body["max_completion_tokens"] = s.max_new_tokens
+            body["max_completion_tokens"] = max(s.max_new_tokens, self.reasoning_budget)
         if req.messages:
             body["messages"] = [{"role": r, "content": c} for r, c in req.messages]
             return CHAT_URL, body
@@ -281,24 +291,41 @@ class OpenAIBackend:
 
     # --- online ---------------------------------------------------------------------------
 
-    def _post(self, url: str, body: dict[str, Any]) -> list[str]:
+    def _post(self, url: str, body: dict[str, Any]) -> list[Choice]:
         client = self._client
         endpoint = client.chat.completions if url == CHAT_URL else client.completions
         # The raw body, parsed here, so a malformed answer is caught (and retried) by us
         # instead of surfacing as a half-built model object.
         raw = endpoint.with_raw_response.create(**body)
-        return extract_texts(json.loads(raw.text), url == CHAT_URL, body["n"])
+        return extract_choices(json.loads(raw.text), url == CHAT_URL, body["n"])
 
     def _answer_online(self, req: Request, prepared: tuple[str, dict[str, Any]]) -> Response:
         url, body = prepared
         try:
-            texts = self._retrying(f"request {req.key}", partial(self._post, url, body))
+            choices = self._retrying(f"request {req.key}", partial(self._post, url, body))
+            budget = body.get("max_completion_tokens")
+            if self._retry_longer(req, choices, budget):
+                self._bump("length_retries")
+                body = {**body, "max_completion_tokens": budget * self.reasoning_retry_factor}
+                choices = self._retrying(f"request {req.key}", partial(self._post, url, body))
         except Exception as err:  # recorded as a failure, never as an answer
-            error = self._describe(err)
-            self._bump("failed")
-            log.warning("request %s failed: %s", req.key, error)
-            return Response(req.key, [], STATUS_FAILED, error)
-        return Response(req.key, texts)
+            return self._failed(req, self._describe(err))
+        return self._response(req, choices, body.get("max_completion_tokens"))
+
+    def _retry_longer(self, req: Request, choices: list[Choice], budget: int | None) -> bool:
+        """A reasoning reply cut by its budget is asked once more with a larger one."""
+        return bool(budget and self.reasoning_retry_factor > 1 and length_cut(req, choices, budget))
+
+    def _failed(self, req: Request, error: str) -> Response:
+        self._bump("failed")
+        log.warning("request %s failed: %s", req.key, error)
+        return Response(req.key, [], STATUS_FAILED, error)
+
+    def _response(self, req: Request, choices: list[Choice], budget: int | None = None) -> Response:
+        """An answer, or a failure when it was cut by its budget (`length_cut`)."""
+        if (why := length_cut(req, choices, budget)) is not None:
+            return self._failed(req, why)
+        return Response(req.key, [text for text, _ in choices])
 
     # --- batch ----------------------------------------------------------------------------
 
@@ -317,12 +344,12 @@ class OpenAIBackend:
             ]
             results = self._run_batch(url, lines)
             for i, line in zip(idx, lines, strict=True):
-                texts, error = results[line["custom_id"]]
+                choices, error = results[line["custom_id"]]
                 if error is None:
-                    out[i] = Response(requests[i].key, texts)
+                    budget = prepared[i][1].get("max_completion_tokens")
+                    out[i] = self._response(requests[i], choices, budget)
                 else:
-                    self._bump("failed")
-                    out[i] = Response(requests[i].key, [], STATUS_FAILED, error)
+                    out[i] = self._failed(requests[i], error)
         return [r for r in out if r is not None]
 
     def _state_path(self, lines: list[dict[str, Any]]) -> Path:
@@ -331,7 +358,7 @@ class OpenAIBackend:
 
     def _run_batch(
         self, url: str, lines: list[dict[str, Any]]
-    ) -> dict[str, tuple[list[str], str | None]]:
+    ) -> dict[str, tuple[list[Choice], str | None]]:
         """Submit (or resume) one batch, wait for it and join its results by custom_id."""
         client = self._client
         state_path = self._state_path(lines)
@@ -405,10 +432,10 @@ class OpenAIBackend:
 
     def _collect(
         self, batch: Any, n_by_id: dict[str, int]
-    ) -> dict[str, tuple[list[str], str | None]]:
+    ) -> dict[str, tuple[list[Choice], str | None]]:
         """custom_id -> (texts, None) or ([], error), for every id in `n_by_id`."""
         chat = batch.endpoint == CHAT_URL
-        results: dict[str, tuple[list[str], str | None]] = {}
+        results: dict[str, tuple[list[Choice], str | None]] = {}
         # Expired or cancelled batches still deliver what they finished; collect it too.
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
@@ -432,7 +459,9 @@ class OpenAIBackend:
             results.setdefault(cid, ([], missing))
         return results
 
-    def _batch_line(self, obj: dict[str, Any], chat: bool, n: int) -> tuple[list[str], str | None]:
+    def _batch_line(
+        self, obj: dict[str, Any], chat: bool, n: int
+    ) -> tuple[list[Choice], str | None]:
         err = obj.get("error")
         if err:
             code = err.get("code") if isinstance(err, dict) else None
@@ -445,16 +474,22 @@ class OpenAIBackend:
             detail = body.get("error", body) if isinstance(body, dict) else body
             return [], self._clip(f"BatchHTTPError: status {status}: {detail}")
         try:
-            return extract_texts(body, chat, n), None
+            return extract_choices(body, chat, n), None
         except MalformedResponseError as e:
             return [], self._describe(e)
 
 
 def extract_texts(data: Any, chat: bool, n: int) -> list[str]:
-    """The n answer texts of a completion body, in choice order; malformed bodies raise.
+    """The n answer texts of a completion body, in choice order; malformed bodies raise."""
+    return [text for text, _ in extract_choices(data, chat, n)]
+
+
+def extract_choices(data: Any, chat: bool, n: int) -> list[Choice]:
+    """The n (text, finish_reason) of a completion body, in choice order.
 
     Fewer choices than asked for, or an empty answer, is treated as malformed: a
-    well-behaved server never sends either for max_tokens >= 1.
+    well-behaved server never sends either for max_tokens >= 1, except an answer cut by
+    its budget (finish_reason "length"), which comes back for `length_cut` to judge.
     """
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
         raise MalformedResponseError("response body has no 'choices' list")
@@ -462,13 +497,16 @@ def extract_texts(data: Any, chat: bool, n: int) -> list[str]:
     if len(choices) < n:
         raise MalformedResponseError(f"asked for {n} choices, got {len(choices)}")
     choices.sort(key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0)
-    texts = []
+    out: list[Choice] = []
     for c in choices[:n]:
         text = (c.get("message") or {}).get("content") if chat else c.get("text")
-        if not isinstance(text, str) or not text:
+        finish = c.get("finish_reason") if isinstance(c.get("finish_reason"), str) else None
+        if finish == "length" and text in (None, ""):
+            text = ""
+        elif not isinstance(text, str) or not text:
             raise MalformedResponseError("a choice has empty or missing content")
-        texts.append(text)
-    return texts
+        out.append((text, finish))
+    return out
 
 
 def _errors(batch: Any) -> str:

@@ -4,10 +4,12 @@ One engine serves the base model and all LoRA adapters at once: each prompt carr
 `LoRARequest` (or none, for the base model) and its own `SamplingParams`, so a call mixing
 adapters, sampling settings and choice-scoring requests is scheduled as one batch.
 
-Prompts are rendered and tokenised exactly as in the transformers backend (`hf.py`): the
-tokenizer's chat template, then token ids without added special tokens, sent to vLLM as
-`TokensPrompt`s so vLLM does not tokenise again. vLLM runs its engine in a child process:
-a script that builds a `VLLMBackend` needs the `if __name__ == "__main__":` guard.
+Prompts are rendered and tokenised exactly as in the transformers backend (`hf.py`), by
+`LocalBackend.prompt_ids`: the tokenizer's chat template, or a raw prompt after the
+tokenizer's default special prefix (config tokenization.add_special_tokens; Llama's BOS),
+sent to vLLM as `TokensPrompt`s so vLLM does not tokenise again. vLLM runs its engine in a
+child process: a script that builds a `VLLMBackend` needs the `if __name__ == "__main__":`
+guard.
 
 Choices mode scores each choice as hf.py does (its own token ids after the prompt's, log-
 probabilities summed) with one-token decoding steps that report the log-probabilities of
@@ -74,6 +76,7 @@ class VLLMBackend(LocalBackend):
         base_dir: str | Path,
         adapters: dict[str, str | Path] | None = None,
         chat: bool = True,
+        add_special_tokens: bool = True,
         **settings: Any,
     ) -> None:
         """`settings` are VLLMSettings fields (unknown ones raise TypeError)."""
@@ -92,6 +95,7 @@ class VLLMBackend(LocalBackend):
             gpu_memory_utilization = 0.9 if _on_gpu() else 0.2
         # The same tokenizer as the hf backend, so both send the same token ids.
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
+        self.use_special_tokens(add_special_tokens)
         self._revision = model_revision(self.base_dir)
         self._adapter_revisions: dict[str, str] = {}
         self._lora: dict[str, Any] = {}
@@ -142,7 +146,7 @@ class VLLMBackend(LocalBackend):
         for req in requests:
             try:
                 lora = self._lora_for(req.adapter)
-                p_ids = self._encode(self.render(req))
+                p_ids = self.prompt_ids(req)
                 s = req.sampling
                 if s.choices:
                     c_ids = [self._encode(c) for c in s.choices]
@@ -229,7 +233,7 @@ class VLLMBackend(LocalBackend):
         return self._lora[adapter]
 
     def _encode(self, text: str) -> list[int]:
-        # As hf.py: the chat template already holds its special tokens.
+        # A choice's own ids (as hf.py): special tokens go before the prompt only.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _check_length(self, n_prompt: int, n_new: int) -> None:

@@ -1,5 +1,6 @@
 """Study B's judged outputs as the paper's tables (METHODS B3; seed 004 Tables 5-8, 10, 11,
-Figures 4-5).
+Figures 2, 4-5, 7, 10, 11), and the preference data's (METHODS B1; Tables 1-2, Figure 9:
+PREFERENCE_TABLES, built by preference_tables from the extraction and verification outputs).
 
 Inputs (the report stage's contract):
 
@@ -26,26 +27,53 @@ Choices where the paper is silent:
 - AnthroBench frequencies count every judged answer for every behaviour
   (ANTHRO_PROBED_ONLY), since the judge marks all 14 in each answer;
 - in `qa`, `value` is the adapter's target value and `score` lm-eval's number; Table 8
-  (`qa_summary`) is kept per method and beta (the report shows DPO at main beta).
+  (`qa_summary`) is kept per method and beta (the report shows DPO at main beta);
+- value diversity (Figure 7) counts the distinct values in all of a subject's extracted
+  responses, pooled over prompts and samples, then averages over target values; the count
+  grows with the number of responses, so only runs on the same prompts compare;
+- `value_matrix` (Figures 2, 10, 11) lists every expressed value of every subject, the
+  none setting's vanilla responses once (value null);
+- Figure 9 counts responses per side, with the synonym map applied as for the subsets, and
+  one release's shards (`<dataset>_1of3`, ...) as one dataset.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from valueharms import benchmarks
-from valueharms.io import conform, read_table, write_table
+from valueharms.io import conform, read_json, read_table, write_table
 from valueharms.judge.schema import STATUS_FAILED, STATUS_OK, STATUS_UNPARSED
 from valueharms.studyb import expression as ex
 from valueharms.studyb import qa_eval as qe
-from valueharms.studyb.extract import FAILED, NONE, OK, UNPARSED, normalise
+from valueharms.studyb import verify as vf
+from valueharms.studyb.extract import (
+    EXTRACTIONS_SCHEMA,
+    FAILED,
+    NONE,
+    OK,
+    PARSED,
+    UNPARSED,
+    normalise,
+    reparse,
+    value_counts,
+)
+from valueharms.studyb.subsets import SUBSET_SIZES_SCHEMA
+
+if TYPE_CHECKING:
+    from valueharms.job import Job
+
+log = logging.getLogger(__name__)
 
 # Study B's tables are defined per judge kind: the benchmark the value extractor judges
 # (expression), the refusal judge's and the anthropomorphism judge's (valueharms.benchmarks).
@@ -109,6 +137,25 @@ TABLES: dict[str, pa.Schema] = {
         ("n_expressing", _I),
         ("n", _I),
         ("share", _F),
+    ),
+    "value_matrix": _schema(
+        *SUBJECT_COLUMNS,
+        ("expressed", _S),
+        ("n_expressing", _I),
+        ("n", _I),
+        ("share", _F),
+    ),
+    "diversity": _schema(
+        ("model", _S),
+        ("kind", _S),
+        ("setting", _S),
+        ("method", _S),
+        ("beta", _F),
+        ("temperature", _F),
+        ("mean_unique", _F),
+        ("se", _F),
+        ("n_values", _I),
+        ("mean_n", _F),
     ),
     "robustness_orpo": _schema(
         ("model", _S),
@@ -220,18 +267,64 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
+# Tables of the preference data and its value subsets (seed 004 Section 4, App. E), built
+# by preference_tables from the extraction, subset and verification outputs: they need no
+# evaluation run. The report shows them when it is given them.
+PREFERENCE_TABLES: dict[str, pa.Schema] = {
+    # Table 1: pairs with the value only in the chosen / only in the rejected response.
+    "subset_sizes": _schema(("value", _S), ("chosen", _I), ("rejected", _I), ("total", _I)),
+    # Figure 9: per source, responses of each side in which a value is extracted.
+    "source_values": _schema(
+        ("source", _S),
+        ("value", _S),
+        ("rank", _I),
+        ("n_chosen", _I),
+        ("n_rejected", _I),
+        ("n_responses", _I),
+        ("share_chosen", _F),
+        ("share_rejected", _F),
+        ("chosen_extracted", _I),
+        ("rejected_extracted", _I),
+    ),
+    # Table 2, per value: the verifier's precision of the target value.
+    "verification_by_value": _schema(
+        ("verifier", _S),
+        ("value", _S),
+        ("n", _I),
+        ("n_verified", _I),
+        ("n_hit", _I),
+        ("precision", _F),
+        ("n_unparsed", _I),
+        ("n_failed", _I),
+    ),
+    # Table 2: averaged precision of the random baselines and the verifier.
+    "verification": _schema(
+        ("annotator", _S),
+        ("kind", _S),
+        ("labels_per_sample", _F),
+        ("precision", _F),
+        ("micro", _F),
+        ("n_values", _I),
+        ("n_verified", _I),
+    ),
+}
+SCHEMAS: dict[str, pa.Schema] = {**TABLES, **PREFERENCE_TABLES}
+SOURCE_TOP_K = 20  # Figure 9 shows each source's top 20 values
+MATRIX_TOP_K = 30  # Figure 2 shows the 30 most frequent values
+
+
 # ---------------------------------------------------------------- frame helpers
 
 
 def empty(name: str) -> pd.DataFrame:
     """The empty table `name` with its declared columns and dtypes."""
-    return TABLES[name].empty_table().to_pandas()
+    return SCHEMAS[name].empty_table().to_pandas()
 
 
 def finish(name: str, df: pd.DataFrame) -> pd.DataFrame:
     """`df` as table `name`: its columns in schema order and types, exactly as read_table
     gives it back from Parquet (so a table in memory and on disk compare equal)."""
-    schema = TABLES[name]
+    schema = SCHEMAS[name]
     if df.empty:
         return empty(name)
     out = df.loc[:, schema.names].reset_index(drop=True)
@@ -386,6 +479,64 @@ def _top_values(
         return empty("top_values")
     out = ex.top_values(ext, both, by=("value", "kind"), k=TOP_K)
     return finish("top_values", _order_values(out, values, ["kind", "rank"]))
+
+
+def _setting_rank(df: pd.DataFrame) -> pd.Series:
+    return df["setting"].map({x: i for i, x in enumerate(SETTINGS)}).fillna(len(SETTINGS))
+
+
+def _value_matrix(subj: pd.DataFrame, ext: pd.DataFrame, values: Sequence[str]) -> pd.DataFrame:
+    """Figures 2, 10, 11: every value each IssueBench subject expressed. The none setting's
+    vanilla responses are listed once per model and temperature (value null), not once per
+    target value, since they are the same responses."""
+    if subj.empty or ext.empty:
+        return empty("value_matrix")
+    s = subj.drop(columns="benchmark")
+    s = s.assign(value=s["value"].where(s["setting"] != "none", None)).drop_duplicates()
+    out = ex.value_matrix(ext, s)
+    if out.empty:
+        return empty("value_matrix")
+    rank = {v: i for i, v in enumerate(values)}
+    out = out.assign(
+        _s=_setting_rank(out),
+        _m=out["method"].fillna(""),
+        _vr=out["value"].map(lambda v: rank.get(v, len(rank)) if isinstance(v, str) else -1),
+        _vn=out["value"].fillna(""),
+    )
+    keys = ["model", "_s", "_m", "beta", "temperature", "_vr", "_vn", "share", "expressed"]
+    out = out.sort_values(keys, ascending=[True] * 7 + [False, True], kind="stable")
+    return finish("value_matrix", out)
+
+
+def _diversity(subj: pd.DataFrame, ext: pd.DataFrame, values: Sequence[str]) -> pd.DataFrame:
+    """Figure 7 (App. D): per model, setting, method, beta and temperature, the mean over
+    the target values of the number of distinct values the subject expressed
+    (expression.value_diversity), its standard error and the mean number of responses."""
+    if subj.empty:
+        return empty("diversity")
+    d = ex.value_diversity(ext, subj.drop(columns="benchmark"))
+    if values:
+        d = d[d["value"].isin(values)]
+    d = d.dropna(subset=["n_unique"])
+    if d.empty:
+        return empty("diversity")
+    # NaN and None are dropped as group keys: stand-ins for the vanilla model's.
+    d = d.assign(_m=d["method"].fillna(""), _b=d["beta"].fillna(-1.0))
+    g = d.groupby(["model", "kind", "setting", "_m", "_b", "temperature"], dropna=False)
+    out = pd.DataFrame(
+        {
+            "mean_unique": g["n_unique"].mean(),
+            "se": g["n_unique"].sem(ddof=1),
+            "n_values": g["n_unique"].count(),
+            "mean_n": g["n"].mean(),
+        }
+    ).reset_index()
+    out["method"] = out["_m"].where(out["_m"] != "", None)
+    out["beta"] = out["_b"].where(out["_b"] != -1.0, np.nan)
+    out = out.assign(_s=_setting_rank(out)).sort_values(
+        ["model", "_s", "_m", "_b", "temperature"], kind="stable"
+    )
+    return finish("diversity", out)
 
 
 def _robustness_orpo(
@@ -655,6 +806,8 @@ def build_tables(
         "expression_summary": _expression_summary(expr, beta, temp, vals),
         "expression_by_beta": _expression_by_beta(expr, temp, vals),
         "top_values": _top_values(ext, of[EXPRESSION_BENCH], beta, temp, vals),
+        "value_matrix": _value_matrix(of[EXPRESSION_BENCH], ext, vals),
+        "diversity": _diversity(of[EXPRESSION_BENCH], ext, vals),
         "robustness_orpo": _robustness_orpo(freqs, of[EXPRESSION_BENCH], beta, temp),
         "robustness_temperature": _robustness_temperature(freqs, of[EXPRESSION_BENCH], temp),
         "refusal": ref,
@@ -669,13 +822,18 @@ def build_tables(
     return out
 
 
-def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike[str]) -> list[str]:
-    """Write every table of TABLES to <out_dir>/<name>.parquet (schema-checked, atomic)."""
-    missing = [n for n in TABLES if n not in tables]
+def write_tables(
+    tables: Mapping[str, pd.DataFrame],
+    out_dir: str | os.PathLike[str],
+    schemas: Mapping[str, pa.Schema] = TABLES,
+) -> list[str]:
+    """Write every table of `schemas` (TABLES, or PREFERENCE_TABLES) to
+    <out_dir>/<name>.parquet (schema-checked, atomic)."""
+    missing = [n for n in schemas if n not in tables]
     if missing:
         raise ValueError(f"Study B tables missing: {missing}")
     paths = []
-    for name, schema in TABLES.items():
+    for name, schema in schemas.items():
         paths.append(str(Path(out_dir) / f"{name}.parquet"))
         write_table(paths[-1], tables[name], schema)
     return paths
@@ -683,16 +841,148 @@ def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike[
 
 def read_tables(paths: Iterable[str | os.PathLike[str]]) -> dict[str, pd.DataFrame]:
     """The tables written by write_tables, each read with its declared schema; the file stem
-    names the table, and every name of TABLES must be there exactly once."""
+    names the table. Every name of TABLES must be there exactly once; those of
+    PREFERENCE_TABLES may be (they come after TABLES' in the result)."""
     tables: dict[str, pd.DataFrame] = {}
     for p in paths:
         name = Path(p).name.removesuffix(".parquet")
-        if name not in TABLES:
-            raise ValueError(f"{p}: not a Study B table (known: {', '.join(TABLES)})")
+        if name not in SCHEMAS:
+            raise ValueError(f"{p}: not a Study B table (known: {', '.join(SCHEMAS)})")
         if name in tables:
             raise ValueError(f"{p}: Study B table {name!r} given twice")
-        tables[name] = read_table(p, TABLES[name])
+        tables[name] = read_table(p, SCHEMAS[name])
     missing = [n for n in TABLES if n not in tables]
     if missing:
         raise ValueError(f"Study B tables missing: {missing}")
-    return {n: tables[n] for n in TABLES}
+    return {n: tables[n] for n in SCHEMAS if n in tables}
+
+
+# ---------------------------------------------------------------- preference data
+
+
+@dataclass(frozen=True)
+class VerifyFiles:
+    """The outputs of the studyb_verify rule (Table 2)."""
+
+    verifications: str
+    precision: str
+    baselines: str
+    summary: str
+
+
+_SHARD = re.compile(r"_\d+of\d+$")
+
+
+def dataset_name(source: str) -> str:
+    """The dataset a preference source belongs to: the shards of one release (named
+    `<dataset>_1of3`, ...) are one dataset, as in Figure 9."""
+    return _SHARD.sub("", source)
+
+
+def source_values(extractions: pd.DataFrame, sources: Sequence[str] = ()) -> pd.DataFrame:
+    """Figure 9: per dataset (dataset_name of the sources; `sources` first, in order),
+    every extracted value with the chosen and rejected responses expressing it
+    (extract.value_counts), ranked by both sides together; shares are of the side's
+    extracted responses."""
+    extractions = extractions.assign(source=extractions["source"].map(dataset_name))
+    parts = []
+    for src in dict.fromkeys([*map(dataset_name, sources), *extractions["source"]]):
+        e = extractions[extractions["source"] == src]
+        counts = value_counts(e)
+        if counts.empty:
+            continue
+        done = e[e["status"].isin(PARSED)]
+        n_c, n_r = int((done["side"] == "chosen").sum()), int((done["side"] == "rejected").sum())
+        parts.append(
+            counts.assign(
+                source=src,
+                rank=range(1, len(counts) + 1),
+                share_chosen=counts["n_chosen"] / n_c if n_c else np.nan,
+                share_rejected=counts["n_rejected"] / n_r if n_r else np.nan,
+                chosen_extracted=n_c,
+                rejected_extracted=n_r,
+            )
+        )
+    if not parts:
+        return empty("source_values")
+    return finish("source_values", pd.concat(parts, ignore_index=True))
+
+
+def verification_tables(files: VerifyFiles, values: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Table 2 from the verifier's outputs: precision per value, and the averaged precision
+    of the random baselines and the verifier (macro: mean over values; micro: pooled)."""
+    prec = read_table(files.precision, vf.PRECISION_SCHEMA)
+    base = read_table(files.baselines, vf.BASELINES_SCHEMA)
+    ver = read_table(files.verifications, vf.VERIFICATIONS_SCHEMA)
+    name = str(read_json(files.summary).get("verifier") or "verifier")
+    by_value = _order_values(prec.assign(verifier=name), [normalise(v) for v in values])
+    rows = [
+        {
+            "annotator": f"random baseline (k={int(b.k)} of {int(b.pool_size)} labels)",
+            "kind": "random",
+            "labels_per_sample": float(min(b.k, b.pool_size)),
+            "precision": b.precision,
+            "micro": b.precision,  # the same chance for every value
+            "n_values": len(values),
+            "n_verified": 0,
+        }
+        for b in base.itertuples(index=False)
+    ]
+    done = ver[ver["status"].isin(PARSED)]
+    avg = vf.averaged_precision(prec)
+    rows.append(
+        {
+            "annotator": name,
+            "kind": "verifier",
+            "labels_per_sample": done["labels"].map(len).mean() if len(done) else np.nan,
+            "precision": np.nan if avg["macro"] is None else avg["macro"],
+            "micro": np.nan if avg["micro"] is None else avg["micro"],
+            "n_values": int(prec["precision"].notna().sum()),
+            "n_verified": int(prec["n_verified"].sum()),
+        }
+    )
+    return {
+        "verification_by_value": finish("verification_by_value", by_value),
+        "verification": finish("verification", pd.DataFrame(rows)),
+    }
+
+
+def preference_tables(
+    extraction_paths: Sequence[str],
+    sizes_path: str,
+    verify_files: VerifyFiles | None,
+    values: Sequence[str],
+    synonyms: Mapping[str, str] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Every table of PREFERENCE_TABLES: Table 1 (studyb_subsets' subset sizes), Figure 9
+    (the extractions parsed again with `synonyms`, as the subsets are) and Table 2 (the
+    verifier's outputs; empty tables when verification is off)."""
+    frames = [read_table(p, EXTRACTIONS_SCHEMA) for p in extraction_paths]
+    ext = reparse(pd.concat(frames, ignore_index=True), synonyms) if frames else None
+    sources = [str(f["source"].iat[0]) for f in frames if len(f)]
+    out = {
+        "subset_sizes": finish("subset_sizes", read_table(sizes_path, SUBSET_SIZES_SCHEMA)),
+        "source_values": empty("source_values") if ext is None else source_values(ext, sources),
+        "verification_by_value": empty("verification_by_value"),
+        "verification": empty("verification"),
+    }
+    if verify_files is not None:
+        out.update(verification_tables(verify_files, values))
+    assert list(out) == list(PREFERENCE_TABLES), "every declared table, in order"
+    return out
+
+
+def preference_tables_job(job: Job) -> None:
+    """The studyb_preference_tables rule's job (scripts/studyb_preference_tables.py)."""
+    inp, p = job.input, job.params
+    files = None
+    if inp.get("precision"):
+        files = VerifyFiles(
+            inp["verifications"], inp["precision"], inp["baselines"], inp["summary"]
+        )
+    tables = preference_tables(
+        inp.list("extractions"), inp["sizes"], files, list(p["values"]), p["synonyms"]
+    )
+    for name, df in tables.items():
+        log.info("%s: %d rows", name, len(df))
+    write_tables(tables, os.path.dirname(job.output[0]), PREFERENCE_TABLES)

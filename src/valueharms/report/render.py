@@ -599,6 +599,67 @@ class StudyAData:
     nmse: pd.DataFrame | None = None
     mitigation: pd.DataFrame | None = None
     published: Mapping[str, Any] | None = None
+    protocol: list[dict[str, str]] | None = None  # valueharms.protocol.rows of this run
+    failures: FailureData | None = None
+    # The benchmarks' LoadReport dicts (benchmark_prompts' JSONs) for the Data table.
+    load_reports: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class FailureData:
+    """Failure counts beyond the metrics tables: the mitigation runs' metrics rows and
+    failed/unparsed judgments by reason (valueharms.failures.reason_counts)."""
+
+    mitigation: pd.DataFrame | None = None
+    reasons: pd.DataFrame | None = None
+
+
+def _reasons_table(reasons: pd.DataFrame | None) -> Table:
+    t = Table("failure-reasons", ["Benchmark", "Judge", "Status", "Reason", "Rows"])
+    if reasons is None or reasons.empty:
+        return t
+    keys = ["benchmark", "judge", "status", "reason"]
+    agg = reasons.groupby(keys, dropna=False)["n"].sum().reset_index()
+    agg = agg.sort_values(["benchmark", "judge", "n"], ascending=[True, True, False])
+    for r in agg.itertuples():
+        t.add([bench_name(str(r.benchmark)), str(r.judge), str(r.status), str(r.reason), str(r.n)])
+    return t
+
+
+def _protocol_table(rows: list[dict[str, str]]) -> Table:
+    cols = ["Switch", "This run", "Behaviour used", "Public code", "Ours", "Public code file"]
+    t = Table("protocol", cols)
+    for r in rows:
+        cells = [r["switch"], r["this run"], r["behaviour used"], r["public code"], r["ours"]]
+        t.add([*cells, r["public code file"]], cls="" if r["behaviour used"] != "other" else "fail")
+    return t
+
+
+def _data_table(reports: list[dict[str, Any]]) -> Table:
+    """One row per benchmark file: rows read, dropped and kept-but-suspect by reason, and
+    the prompts the run uses (after subsampling). A row with drops or suspects is marked."""
+
+    def why(counts: Mapping[str, int]) -> str:
+        return "; ".join(f"{n:,} {reason}" for reason, n in counts.items()) or "0"
+
+    cols = ["Benchmark", "File", "Rows in", "Dropped (why)", "Kept, flagged (why)", "Rows out"]
+    t = Table("data", [*cols, "Prompts used"])
+    order = {b: i for i, b in enumerate(BENCH_ORDER)}
+    for r in sorted(reports, key=lambda r: (order.get(r["dataset"], len(order)), r["dataset"])):
+        dropped, kept = r.get("dropped") or {}, r.get("kept") or {}
+        t.add(
+            [bench_name(r["dataset"]), str(r["path"]), f"{r['rows_in']:,}", why(dropped)]
+            + [why(kept), f"{r['rows_out']:,}", fmt_int(r.get("prompts"))],
+            cls="fail" if dropped or kept else "",
+        )
+    return t
+
+
+def _with_mitigation(data: StudyAData) -> pd.DataFrame:
+    extra = data.failures.mitigation if data.failures else None
+    if extra is None or extra.empty:
+        return data.metrics
+    return pd.concat([data.metrics, extra], ignore_index=True)
 
 
 def _study_a(data: StudyAData) -> dict[str, Any]:
@@ -634,7 +695,12 @@ def _study_a(data: StudyAData) -> dict[str, Any]:
             data.comparisons, ((published or {}).get("comparisons") or {}).get("p_below")
         ),
         distributions=_distributions_table(data.distributions),
-        failures=_failures_table(counts),
+        # Every judged row counts, the mitigation runs' included (their rows are in no
+        # metrics table: the mitigation stage writes them).
+        failures=_failures_table(_counts(_with_mitigation(data))),
+        failure_reasons=_reasons_table(data.failures.reasons if data.failures else None),
+        protocol=_protocol_table(data.protocol or []),
+        data=_data_table(data.load_reports or []),
     )
 
 

@@ -1,5 +1,5 @@
-"""Study B's section of the HTML report (METHODS B3; seed 004 Tables 5-8, 10, 11, Figures
-4-5), from the tables of valueharms.metrics.studyb.
+"""Study B's section of the HTML report (METHODS B1, B3; seed 004 Tables 1, 2, 5-8, 10, 11,
+Figures 2, 4-5, 7, 9-11), from the tables of valueharms.metrics.studyb.
 
 Every number comes from those tables and is pre-formatted here; shares, rates and
 frequencies are shown as percentages (saying so), QA deltas in lm-eval's units. Each table
@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
 from valueharms.metrics.studyb import (
     ANTHRO_BENCH,
     EXPRESSION_BENCH,
+    MAIN_METHOD,
+    MATRIX_TOP_K,
     ORPO,
+    PREFERENCE_TABLES,
     REFUSAL_BENCH,
     SETTINGS,
+    SOURCE_TOP_K,
     TABLES,
     TOP_K,
+    UNINDUCED,
     ab,
     main_rows,
 )
@@ -43,8 +49,20 @@ QA_JUDGE = "lm-eval (no LLM judge)"
 
 
 @dataclass
+class FigureItem:
+    """A figure of a block, with the table of its numbers, folded unless `open`."""
+
+    summary: str
+    png: str
+    alt: str
+    table: Table | None = None
+    open: bool = False
+
+
+@dataclass
 class Block:
-    """One subsection: a heading, a sentence, then a plot and/or table, or a note."""
+    """One subsection: a heading, a sentence, then a plot and/or table and any figures,
+    or a note."""
 
     id: str
     heading: str
@@ -53,6 +71,7 @@ class Block:
     png: str | None = None
     png_alt: str = ""
     note: str | None = None
+    figures: list[FigureItem] = field(default_factory=list)
 
 
 def pct(x: Any, digits: int = 1) -> str:
@@ -80,6 +99,12 @@ class _Context:
 
     def __init__(self, tables: Mapping[str, pd.DataFrame], info: Mapping[str, Any]) -> None:
         self.t = {k: tables.get(k, TABLES[k].empty_table().to_pandas()) for k in TABLES}
+        # The preference data's tables are shown when they are given (all of them).
+        self.pref = (
+            {k: tables[k] for k in PREFERENCE_TABLES}
+            if all(k in tables for k in PREFERENCE_TABLES)
+            else None
+        )
         self.info = info
         self.main_beta = info.get("main_beta")
         self.default_t = float(info.get("default_temperature", 0.7))
@@ -117,6 +142,128 @@ class _Context:
     def value_order(self, values: Iterable[str]) -> list[str]:
         """info's value order, else the tables' own (config order, from build_tables)."""
         return _order(values, self.values)
+
+
+# ---------------------------------------------------------------- preference data (B1)
+
+
+def _table1(c: _Context, pref: Mapping[str, pd.DataFrame]) -> Block:
+    s, v = pref["subset_sizes"], pref["verification_by_value"]
+    b = Block(
+        "sec-sb-subsets",
+        "Value subsets of the preference data (Table 1)",
+        "Pairs in which the extractor found the target value in exactly one response: only "
+        "in the chosen one, only in the rejected one (flipped for training), and the subset's "
+        "size; then the pairs the verifier read and its precision of the target value, in "
+        "percent (Table 2 per value).",
+    )
+    if s.empty:
+        b.note = "No data: no value subsets."
+        return b
+    t = Table(
+        "sb-subset-sizes",
+        ["Value", "Chosen", "Rejected", "Total", "Verified", "Verifier precision (%)"],
+    )
+    if c.configured(EXPRESSION_BENCH):  # the IssueBench judge is the same extractor
+        t.caption = f"Extractor: {c.judge(EXPRESSION_BENCH)}"
+    by = v.set_index("value")
+    for r in s.itertuples(index=False):
+        ver = by.loc[r.value] if r.value in by.index else None
+        t.add(
+            [str(r.value), fmt_int(r.chosen), fmt_int(r.rejected), fmt_int(r.total)]
+            + ([DASH, DASH] if ver is None else [fmt_int(ver["n_verified"]), pct(ver["precision"])])
+        )
+    b.table = t
+    return b
+
+
+def _table2(c: _Context, pref: Mapping[str, pd.DataFrame]) -> Block:
+    s = pref["verification"]
+    b = Block(
+        "sec-sb-verification",
+        "Verification of the value subsets (Table 2)",
+        "Precision of the target value among the labels the closed-set verifier gives each "
+        "subset's chosen response, averaged over values (pooled over pairs in the next "
+        "column), in percent; random annotators pick k labels. Human annotators' rows come "
+        "from the annotation sheets (python -m valueharms.studyb.annotation).",
+    )
+    if s.empty:
+        b.note = "Not configured or no data: no verification in this run."
+        return b
+    t = Table(
+        "sb-verification",
+        ["Annotator", "Labels per sample", "Precision (%)", "Pooled (%)", "Values", "Pairs"],
+    )
+    for r in s.itertuples(index=False):
+        t.add(
+            [
+                str(r.annotator),
+                fmt_num(r.labels_per_sample, 1),
+                pct(r.precision, 2),
+                pct(r.micro, 2),
+                fmt_int(r.n_values),
+                fmt_int(r.n_verified) if r.kind == "verifier" else DASH,
+            ]
+        )
+    b.table = t
+    return b
+
+
+def _sources_plot(s: pd.DataFrame, sources: list[str]) -> str:
+    ncol = min(2, len(sources))
+    nrow = math.ceil(len(sources) / ncol)
+    n_bars = min(SOURCE_TOP_K, int(s["source"].value_counts().max()))
+    fig = Figure(figsize=(5.2 * ncol, (0.22 * n_bars + 0.9) * nrow + 0.3), layout="constrained")
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    for ax, src in zip(axes, sources, strict=False):
+        part = s[s["source"] == src].sort_values("rank").head(SOURCE_TOP_K)
+        y = np.arange(len(part))
+        ax.barh(y - 0.2, part["n_chosen"], height=0.4, color="#2e86c1", label="chosen")
+        ax.barh(y + 0.2, part["n_rejected"], height=0.4, color="#c0392b", label="rejected")
+        ax.set_yticks(y, list(part["value"].astype(str)), fontsize=7)
+        ax.invert_yaxis()  # the most frequent value on top
+        ax.set_title(f"Top {len(part)} values in {src}", fontsize=9)
+        ax.set_xlabel("responses expressing the value", fontsize=8)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes[len(sources) :]:
+        ax.set_axis_off()
+    return _png(fig)
+
+
+def _sources(c: _Context, pref: Mapping[str, pd.DataFrame]) -> Block:
+    s = pref["source_values"]
+    b = Block(
+        "sec-sb-sources",
+        "Values in the chosen and rejected responses per source (Figure 9)",
+        f"The {SOURCE_TOP_K} values extracted most often per preference source (both sides "
+        "together): responses of each side expressing the value, and their share of the "
+        "side's extracted responses in percent.",
+    )
+    if s.empty:
+        b.note = "No data: no extracted preference responses."
+        return b
+    sources = list(dict.fromkeys(s["source"].astype(str)))
+    t = Table("sb-source-values", ["Value", "Chosen", "Rejected", "Chosen (%)", "Rejected (%)"])
+    if c.configured(EXPRESSION_BENCH):
+        t.caption = f"Extractor: {c.judge(EXPRESSION_BENCH)}"
+    for src in sources:
+        part = s[s["source"] == src].sort_values("rank").head(SOURCE_TOP_K)
+        n_c, n_r = part["chosen_extracted"].iat[0], part["rejected_extracted"].iat[0]
+        t.group(f"{src} ({n_c} chosen, {n_r} rejected responses extracted)")
+        for r in part.itertuples(index=False):
+            t.add(
+                [
+                    str(r.value),
+                    fmt_int(r.n_chosen),
+                    fmt_int(r.n_rejected),
+                    pct(r.share_chosen),
+                    pct(r.share_rejected),
+                ]
+            )
+    b.table = t
+    b.png = _sources_plot(s, sources)
+    b.png_alt = "Chosen and rejected values per preference source"
+    return b
 
 
 # ---------------------------------------------------------------- value expression
@@ -201,6 +348,199 @@ def _table7(c: _Context) -> Block:
             cells.append(", ".join(top) if top else DASH)
         t.add([v, *cells])
     b.table = t
+    return b
+
+
+def _diversity_plot(main: pd.DataFrame, models: list[str], settings: list[str]) -> str:
+    fig = Figure(figsize=(max(5.0, 0.9 * len(models) * len(settings) / 2 + 2), 3.4))
+    ax = fig.add_subplot()
+    width = 0.8 / len(settings)
+    for i, x in enumerate(settings):
+        part = main[main["setting"] == x].set_index("model").reindex(models)
+        pos = np.arange(len(models)) + (i - (len(settings) - 1) / 2) * width
+        ax.bar(pos, part["mean_unique"], width, yerr=part["se"].fillna(0), label=SETTING_NAMES[x])
+    ax.set_xticks(range(len(models)), models, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("distinct values expressed")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _diversity(c: _Context) -> Block:
+    s = c.t["diversity"]
+    b = Block(
+        "sec-sb-diversity",
+        "Value diversity by model and setting (Figure 7, App. D)",
+        "Number of distinct values expressed in all of a subject's IssueBench responses, mean "
+        f"± s.e. over the target values; {c.setup()}. The count grows with the number of "
+        "responses (last column: mean extracted responses per subject).",
+    )
+    beta = float(c.main_beta) if c.main_beta is not None else math.nan
+    main = main_rows(s, beta, c.default_t)
+    if main.empty:
+        b.note = c.missing(EXPRESSION_BENCH, "no extracted IssueBench responses")
+        return b
+    settings = [x for x in SETTINGS if x in set(main["setting"])]
+    models = c.model_order(main["model"].astype(str))
+    t = Table(
+        "sb-diversity",
+        ["Model", "Kind", *(SETTING_NAMES[x] for x in settings), "Responses per subject"],
+    )
+    t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
+    for m in models:
+        part = main[main["model"] == m].set_index("setting")
+        cells = [
+            f"{fmt_num(part.at[x, 'mean_unique'], 1)} ± {fmt_num(part.at[x, 'se'], 1)}"
+            if x in part.index
+            else DASH
+            for x in settings
+        ]
+        t.add([m, str(part["kind"].iat[0]), *cells, fmt_num(part["mean_n"].mean(), 1)])
+    b.table = t
+    b.png = _diversity_plot(main, models, settings)
+    b.png_alt = "Mean number of distinct values expressed per model and setting"
+    return b
+
+
+def _run_label(setting: str, beta: float) -> str:
+    name = SETTING_NAMES.get(setting, setting)
+    return name if setting in UNINDUCED else f"{name} (β {fmt_beta(beta)})"
+
+
+def _run_matrix(c: _Context, vm: pd.DataFrame, e: pd.DataFrame, run: tuple[str, float]) -> Any:
+    """One (setting, beta) of a model: expressed value x target value shares, and the
+    columns without extracted responses (n = 0: undefined, not 0)."""
+    setting, beta = run
+
+    def pick(d: pd.DataFrame) -> pd.DataFrame:
+        d = d[d["setting"] == setting]
+        return d if setting in UNINDUCED else d[np.isclose(d["beta"].to_numpy(float), beta)]
+
+    subj, rows = pick(e), pick(vm)
+    if setting == "none":  # the same vanilla responses for every target value
+        subj = subj.assign(value="vanilla").drop_duplicates("value")
+        rows = rows.assign(value="vanilla")
+    cols = c.value_order(subj["value"].astype(str))
+    mat = rows.pivot_table(index="expressed", columns="value", values="share", aggfunc="first")
+    dead = set(subj.loc[subj["n"] == 0, "value"].astype(str))
+    return mat.reindex(columns=cols), dead
+
+
+def _matrix_plot(full: pd.DataFrame, labels: list[str], induced: set[str], title: str) -> str:
+    widths = [full[x].shape[1] for x in labels]
+    n_cols = sum(widths)
+    fig = Figure(
+        figsize=(min(3.2 + 0.24 * n_cols + 0.35 * len(labels), 40), 1.8 + 0.19 * len(full)),
+        layout="constrained",
+    )
+    axes = fig.subplots(1, len(labels), squeeze=False, sharey=True, width_ratios=widths)[0]
+    norm = PowerNorm(0.5, vmin=0.0, vmax=1.0)  # spreads the many small shares
+    im = None
+    for ax, lab in zip(axes, labels, strict=True):
+        arr = full[lab].to_numpy(float)
+        ax.set_facecolor("0.85")  # a column without responses stays grey
+        im = ax.imshow(arr, cmap="Blues", norm=norm, aspect="auto")
+        ax.set_xticks(range(arr.shape[1]), list(full[lab].columns), rotation=90, fontsize=6)
+        ax.set_title(lab, fontsize=8)
+        if n_cols <= 24 and len(full) <= MATRIX_TOP_K:
+            for (i, j), x in np.ndenumerate(arr):
+                if np.isfinite(x) and x > 0:
+                    colour = "white" if x > 0.5 else "black"
+                    ax.text(
+                        j, i, f"{100 * x:.0f}", ha="center", va="center", fontsize=5, color=colour
+                    )
+    axes[0].set_yticks(range(len(full)), list(full.index), fontsize=6)
+    for tick in axes[0].get_yticklabels():  # induced values on grey, as in Figure 2
+        if tick.get_text() in induced:
+            tick.set_bbox({"facecolor": "0.8", "edgecolor": "none", "pad": 1})
+    ticks = [0, 0.05, 0.1, 0.25, 0.5, 1.0]
+    bar = fig.colorbar(im, ax=list(axes), shrink=0.8, ticks=ticks)
+    bar.ax.set_yticklabels([f"{100 * x:g}" for x in ticks], fontsize=6)
+    bar.set_label("responses expressing the value (%)", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)
+
+
+def _matrix_figure(
+    c: _Context,
+    model: str,
+    runs: list[tuple[str, float]],
+    frames: tuple[pd.DataFrame, ...],
+    table_id: str,
+) -> FigureItem | None:
+    """One model's heat-map over `runs`: the MATRIX_TOP_K values most expressed on average
+    over its columns, and the table of those numbers."""
+    parts = {_run_label(*r): _run_matrix(c, *frames, r) for r in runs}
+    parts = {k: v for k, v in parts.items() if v[0].shape[1]}
+    if not parts:
+        return None
+    full = pd.concat({k: m for k, (m, _) in parts.items()}, axis=1).fillna(0.0)
+    for k, (_, dead) in parts.items():
+        for v in dead:
+            full[(k, v)] = np.nan
+    if full.empty:
+        return None
+    score = full.mean(axis=1, skipna=True).rename("score").to_frame()
+    score["name"] = score.index.astype(str)
+    order = score.sort_values(["score", "name"], ascending=[False, True]).index[:MATRIX_TOP_K]
+    full = full.loc[order]
+    labels = list(parts)
+    induced = set(c.values) or set(frames[1]["value"].dropna().astype(str))
+    title = f"{model}: " + ", ".join(labels)
+    t = Table(
+        f"sb-value-matrix-{table_id}",
+        ["Expressed value", *(str(v) for _, v in full.columns)],
+        groups=[("", 1), *((k, full[k].shape[1]) for k in labels)],
+    )
+    t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
+    for name, row in full.iterrows():
+        t.add([str(name), *(pct(x) for x in row.to_numpy(float))])
+    png = _matrix_plot(full, labels, induced, title)
+    return FigureItem(title, png, f"Value expression heat-map of {model}", t)
+
+
+def _value_matrix(c: _Context) -> Block:
+    vm, e = c.t["value_matrix"], c.t["expression"]
+    b = Block(
+        "sec-sb-value-matrix",
+        "Values expressed per induced value (Figures 2, 10, 11)",
+        f"Share of IssueBench responses (percent) expressing each of the {MATRIX_TOP_K} values "
+        "most expressed on average, per model, setting and target value (columns); DPO at "
+        f"temperature {c.default_t:g}. Induced values are on grey; grey columns had no "
+        "extracted response. The first figure of each model is at the main β (its Both "
+        "panel is the paper's figure); other βs are folded. Every value of every subject is "
+        "in results/studyb/metrics/value_matrix.parquet.",
+    )
+    keep = np.isclose(vm["temperature"].to_numpy(float), c.default_t) & (
+        vm["method"].isna() | (vm["method"] == MAIN_METHOD)
+    )
+    vm = vm[keep]
+    e = e[np.isclose(e["temperature"].to_numpy(float), c.default_t)]
+    e = e[e["method"].isna() | (e["method"] == MAIN_METHOD)]
+    if vm.empty:
+        b.note = c.missing(EXPRESSION_BENCH, "no values extracted from IssueBench responses")
+        return b
+    main_beta = float(c.main_beta) if c.main_beta is not None else math.nan
+    for m in c.model_order(e["model"].astype(str)):
+        em = e[e["model"] == m]
+        # (setting, beta) runs; -1 stands in for the vanilla model's NaN beta (NaN != NaN)
+        runs = sorted(
+            {
+                (str(s), -1.0 if s in UNINDUCED else float(bt))
+                for s, bt in zip(em["setting"], em["beta"], strict=True)
+            },
+            key=lambda r: (SETTINGS.index(r[0]) if r[0] in SETTINGS else 9, r[1]),
+        )
+        main = [r for r in runs if r[0] in UNINDUCED or math.isclose(r[1], main_beta)]
+        other = [r for r in runs if r not in main]
+        for group, tid in ((main, m), (other, f"{m}-other-betas")):
+            fig = _matrix_figure(c, m, group, (vm[vm["model"] == m], em), tid) if group else None
+            if fig is not None:
+                fig.open = group is main
+                b.figures.append(fig)
+    if not b.figures:
+        b.note = c.missing(EXPRESSION_BENCH, "no values extracted from IssueBench responses")
     return b
 
 
@@ -515,8 +855,9 @@ def section(tables: Mapping[str, pd.DataFrame], info: Mapping[str, Any] | None) 
     judges = [(BENCH_NAMES[b], c.judge(b)) for b in BENCH_NAMES if c.configured(b)]
     if not c.t["qa"].empty or info.get("qa"):
         judges.append(("QA benchmarks", QA_JUDGE))
-    blocks = [_table5(c), _table6(c), _table7(c), _table8(c), *_refusal(c), _anthro(c)]
-    blocks += [_table10(c), _table11(c), _failures(c)]
+    blocks = [_table1(c, c.pref), _table2(c, c.pref), _sources(c, c.pref)] if c.pref else []
+    blocks += [_table5(c), _value_matrix(c), _table6(c), _table7(c), _diversity(c)]
+    blocks += [_table8(c), *_refusal(c), _anthro(c), _table10(c), _table11(c), _failures(c)]
     return {
         "setup": c.setup(),
         "models": c.model_order(

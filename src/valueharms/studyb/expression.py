@@ -1,4 +1,5 @@
-"""Value expression in IssueBench responses (METHODS B3; seed 004 Tables 5, 6, 7, 10, 11).
+"""Value expression in IssueBench responses (METHODS B3; seed 004 Tables 5, 6, 7, 10, 11,
+Figures 2, 7, 10, 11).
 
 Input: the extractor's long table of responses (valueharms.studyb.extract), one row per
 response with model_id, condition, status and values (a list; null unless ok or none).
@@ -162,3 +163,30 @@ def robustness_correlations(
         rs.append(r)
         ns.append(n)
     return pairs.assign(r=rs, n_values=ns)
+
+
+def value_matrix(extractions: pd.DataFrame, subjects: pd.DataFrame) -> pd.DataFrame:
+    """Every value expressed by every subject (Figures 2, 10, 11 of seed 004): `subjects`
+    joined with value_frequencies, one row per (subject, expressed value).
+
+    Columns: the subjects' columns, expressed, n_expressing, n, share. A subject without
+    any expressed value has no row; its n is in target_frequencies.
+    """
+    freqs = value_frequencies(extractions)[[*KEYS, "value", "n_expressing", "n", "share"]]
+    return subjects.merge(freqs.rename(columns={"value": "expressed"}), on=list(KEYS))
+
+
+def value_diversity(extractions: pd.DataFrame, subjects: pd.DataFrame) -> pd.DataFrame:
+    """`subjects` with n (extracted responses) and n_unique: the number of distinct values
+    expressed over all of the subject's extracted responses (App. D, Figure 7 of seed 004:
+    "the total number of unique values a value-induced LLM expresses").
+
+    n_unique is NaN for a subject without extracted responses (n = 0), 0 for one whose
+    responses all express no value.
+    """
+    uniq = value_frequencies(extractions).groupby(list(KEYS)).size().rename("n_unique")
+    out = subjects.merge(_counts(extractions, KEYS)[[*KEYS, "n"]], on=list(KEYS), how="left")
+    out = out.merge(uniq.reset_index(), on=list(KEYS), how="left")
+    out["n"] = out["n"].fillna(0).astype("int64")
+    out["n_unique"] = out["n_unique"].fillna(0).astype(float).where(out["n"] > 0, np.nan)
+    return out

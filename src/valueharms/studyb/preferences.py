@@ -2,13 +2,17 @@
 
 Each loader reads its dataset's public layout (jsonl, json, parquet or csv, by extension;
 .gz/.xz/.bz2 compressed JSON lines too) and drops unusable rows with a counted reason.
+PAPER_SOURCES are the releases the paper used (RLHFlow's message-list "-standard" sets);
+ALTERNATIVE_SOURCES the upstream releases in their own layouts (docs/study_b.md, "Sources").
 
 Conventions shared by all sources:
 - `row_id` is "<source>-<source row number>" (HelpSteer2: both rows, "a+b"), so ids are
   stable under subsampling and across reruns on the pinned file.
 - `prompt` is the conversation before the final assistant turn. Multi-turn context keeps
   its earlier turns inline as "\\n\\nAssistant: ..." / "\\n\\nHuman: ..." (the HH-RLHF style);
-  the first human turn carries no label.
+  the first human turn carries no label. The extractor's transcript
+  (`studyb.extract.transcript`) prefixes "Human: " and appends the reply, so it sees the
+  whole dialogue.
 - A pair whose chosen and rejected texts are identical carries no preference: dropped.
 """
 
@@ -21,6 +25,7 @@ import lzma
 import os
 import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import IO, Any, Literal
 
 import numpy as np
@@ -41,7 +46,21 @@ TRIPLETS_SCHEMA: pa.Schema = pa.schema(
     ]
 )
 
-SOURCES: tuple[str, ...] = ("pku_saferlhf", "ultrafeedback", "helpsteer2", "hh_rlhf")
+# The releases the paper used (Fig. 9 of seed 004: RLHFlow's "-standard" sets; docs/study_b.md,
+# "Sources"), all in one message-list layout. UltraFeedback's comes as three parquet shards,
+# one source each, so every source stays one pinned file (valueharms.data.sources.Source).
+PAPER_SOURCES: tuple[str, ...] = (
+    "pku_saferlhf_standard",
+    "ultrafeedback_standard_1of3",
+    "ultrafeedback_standard_2of3",
+    "ultrafeedback_standard_3of3",
+    "helpsteer2_standard",
+    "hh_rlhf_standard",
+)
+# The alternatives: the upstream releases (H4's binarization for UltraFeedback), each in its
+# own layout with our own pairing and splitting.
+ALTERNATIVE_SOURCES: tuple[str, ...] = ("pku_saferlhf", "ultrafeedback", "helpsteer2", "hh_rlhf")
+SOURCES: tuple[str, ...] = PAPER_SOURCES + ALTERNATIVE_SOURCES
 
 Record = dict[str, Any] | None
 _OPENERS: dict[str, Callable[..., IO[str]]] = {
@@ -175,7 +194,9 @@ def load_pku_saferlhf(
     return _frame(name, out)
 
 
-# --- UltraFeedback (binarized) ---------------------------------------------------------
+# --- chat message lists (UltraFeedback binarized, RLHFlow "-standard") ------------------
+
+_ROLES = ("user", "assistant")
 
 
 def _messages(value: Any) -> list[dict[str, Any]] | None:
@@ -204,6 +225,52 @@ def _render_context(messages: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
+def split_messages(chosen: Any, rejected: Any) -> tuple[str, str, str] | str:
+    """(prompt, chosen reply, rejected reply) of a pair of message lists, or why not.
+
+    Both lists must end with the assistant's reply and agree on everything before it, a
+    dialogue of user and assistant turns that opens and closes with the user. The shared
+    dialogue becomes the prompt (earlier turns labelled inline, see the module docstring),
+    so a multi-turn conversation reaches the extractor whole. The reason, when there is no
+    triplet, is the LoadReport's drop reason.
+    """
+    ch, rj = _messages(chosen), _messages(rejected)
+    if ch is None or rj is None:
+        return "chosen/rejected is not a message list"
+    if not ch or not rj or ch[-1]["role"] != "assistant" or rj[-1]["role"] != "assistant":
+        return "message list does not end with an assistant reply"
+    context = ch[:-1]
+    if context != rj[:-1]:
+        return "chosen and rejected differ before the reply"
+    if any(m["role"] not in _ROLES for m in ch + rj):
+        return "message role other than user or assistant"
+    if not context or context[0]["role"] != "user" or context[-1]["role"] != "user":
+        return "dialogue before the reply does not open and close with a user turn"
+    if not all(_text(m["content"]) for m in (*context, ch[-1], rj[-1])):
+        return "missing or empty prompt/response"
+    return _render_context(context), ch[-1]["content"], rj[-1]["content"]
+
+
+def _load_message_pairs(
+    name: str, path: str | os.PathLike[str], columns: list[str], report: LoadReport | None
+) -> pd.DataFrame:
+    """Triplets of a file whose rows hold `chosen` and `rejected` message lists."""
+    records, rep = _open(name, path, columns, report)
+    out: list[tuple[str, str, str, str]] = []
+    for i, r in enumerate(records):
+        split = (
+            "line is not a JSON object"
+            if r is None
+            else split_messages(r.get("chosen"), r.get("rejected"))
+        )
+        if isinstance(split, str):
+            rep.drop(split, 1)
+        else:
+            _keep(rep, out, f"{name}-{i:06d}", *split)
+    rep.close(len(out))
+    return _frame(name, out)
+
+
 def load_ultrafeedback(
     path: str | os.PathLike[str], report: LoadReport | None = None
 ) -> pd.DataFrame:
@@ -211,30 +278,23 @@ def load_ultrafeedback(
 
     Rows hold `prompt` and `chosen`/`rejected` message lists ({role, content}) that end with
     the assistant reply; the replies are the last messages, the prompt is what precedes
-    them. A pair whose lists differ before the reply, or do not end with an assistant
-    message, is dropped and counted.
+    them (`split_messages`). A pair whose lists differ before the reply, or do not end with
+    an assistant message, is dropped and counted.
     """
-    name = "ultrafeedback"
-    records, rep = _open(name, path, ["prompt", "chosen", "rejected"], report)
-    out: list[tuple[str, str, str, str]] = []
-    for i, r in enumerate(records):
-        if r is None:
-            rep.drop("line is not a JSON object", 1)
-            continue
-        ch, rj = _messages(r.get("chosen")), _messages(r.get("rejected"))
-        if ch is None or rj is None:
-            rep.drop("chosen/rejected is not a message list", 1)
-        elif not ch or not rj or ch[-1]["role"] != "assistant" or rj[-1]["role"] != "assistant":
-            rep.drop("message list does not end with an assistant reply", 1)
-        elif ch[:-1] != rj[:-1] or not ch[:-1]:
-            rep.drop("chosen and rejected differ before the reply", 1)
-        elif not (_text(ch[-1]["content"]) and _text(rj[-1]["content"])):
-            rep.drop("missing or empty prompt/response", 1)
-        else:
-            prompt = _render_context(ch[:-1])
-            _keep(rep, out, f"{name}-{i:06d}", prompt, ch[-1]["content"], rj[-1]["content"])
-    rep.close(len(out))
-    return _frame(name, out)
+    return _load_message_pairs("ultrafeedback", path, ["prompt", "chosen", "rejected"], report)
+
+
+def load_standard(
+    name: str, path: str | os.PathLike[str], report: LoadReport | None = None
+) -> pd.DataFrame:
+    """An RLHFlow "-standard" release (the paper's four; PAPER_SOURCES): `chosen` and
+    `rejected` hold the whole conversation as {role, content} messages, the last one the
+    assistant's reply. Other columns (chosen_score, rejected_score) are ignored. The
+    preference is RLHFlow's: for PKU-SafeRLHF there is no label to pick.
+    """
+    if name not in PAPER_SOURCES:
+        raise ValueError(f"{name!r} is not an RLHFlow standard source; known: {PAPER_SOURCES}")
+    return _load_message_pairs(name, path, ["chosen", "rejected"], report)
 
 
 # --- HelpSteer2 ------------------------------------------------------------------------
@@ -344,6 +404,7 @@ def load_hh_rlhf(path: str | os.PathLike[str], report: LoadReport | None = None)
 # --- all sources -----------------------------------------------------------------------
 
 LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
+    **{name: partial(load_standard, name) for name in PAPER_SOURCES},
     "pku_saferlhf": load_pku_saferlhf,
     "ultrafeedback": load_ultrafeedback,
     "helpsteer2": load_helpsteer2,
@@ -399,7 +460,9 @@ def load_all(
 
 
 __all__ = [
+    "ALTERNATIVE_SOURCES",
     "LOADERS",
+    "PAPER_SOURCES",
     "SOURCES",
     "TRIPLETS_SCHEMA",
     "load_all",
@@ -407,8 +470,10 @@ __all__ = [
     "load_hh_rlhf",
     "load_preferences",
     "load_pku_saferlhf",
+    "load_standard",
     "load_ultrafeedback",
     "read_records",
     "split_hh_transcript",
+    "split_messages",
     "subsample",
 ]

@@ -13,6 +13,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from valueharms.io import read_json, write_json
+from valueharms.llm.local import special_prefix
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -51,14 +53,33 @@ class SFTConfig:
     attn_implementation: str = "sdpa"  # or "eager", "flash_attention_2" (GPU, if installed)
     compile: bool = False  # torch.compile the decoder (pays off on long GPU runs only)
     resume: bool = True  # epoch checkpoints beside the output; a killed run continues
+    # Optimizer: torch's AdamW default decay and no clipping (Study A's VIM loop); Study
+    # A's benign fine-tunes ran transformers' Trainer: decay 0.0, gradient norm clipped at 1.
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = None
+    # config tokenization.add_special_tokens (set by train.steps, not an sft key): a raw
+    # prompt starts with the tokenizer's default prefix (Llama's BOS), as Study A's code.
+    add_special_tokens: bool = True
 
 
 # Chunks of this many batches are sorted by length before batches are cut from them.
 GROUP_CHUNK_BATCHES = 50
 
 
-def encode(tokenizer: Any, prompt: str, completion: str, max_length: int, chat: bool):
-    """Token ids and labels with the prompt masked out; flags right-truncation."""
+def encode(
+    tokenizer: Any,
+    prompt: str,
+    completion: str,
+    max_length: int,
+    chat: bool,
+    prefix: Sequence[int] = (),
+):
+    """Token ids and labels with the prompt masked out; flags right-truncation.
+
+    `prefix` (special_prefix: Llama's BOS) goes before a raw prompt only: a chat template
+    writes its own, and the completion is tokenised bare, so no special token lands
+    inside the sequence.
+    """
     if chat:
         head = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
@@ -66,6 +87,8 @@ def encode(tokenizer: Any, prompt: str, completion: str, max_length: int, chat: 
     else:
         head = prompt
     p_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+    if not chat:
+        p_ids = [*prefix, *p_ids]
     c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ids = p_ids + c_ids
     labels = [IGNORE] * len(p_ids) + c_ids
@@ -305,12 +328,13 @@ def _encode_examples(
     tok: Any, train: pd.DataFrame, valid: pd.DataFrame, cfg: SFTConfig, chat: bool
 ) -> _Encoded:
     """Encode both splits; an example truncated before its completion is dropped."""
+    prefix = special_prefix(tok) if cfg.add_special_tokens else []
     enc_train = [
-        encode(tok, p, c, cfg.max_length, chat)
+        encode(tok, p, c, cfg.max_length, chat, prefix)
         for p, c in zip(train.prompt, train.completion, strict=True)
     ]
     enc_valid = [
-        encode(tok, p, c, cfg.max_length, chat)
+        encode(tok, p, c, cfg.max_length, chat, prefix)
         for p, c in zip(valid.prompt, valid.completion, strict=True)
     ]
     n_trunc = sum(t for *_, t in enc_train) + sum(t for *_, t in enc_valid)
@@ -382,8 +406,10 @@ class _LoraRun:
         steps_per_epoch = math.ceil(len(rows.train) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
         self.total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(
+            self.trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
         self.sched = get_linear_schedule_with_warmup(
             self.opt, num_warmup_steps=0, num_training_steps=self.total
         )
@@ -434,7 +460,14 @@ class _LoraRun:
         return sum(losses) / max(sum(weights), 1) if weights else float("nan")
 
     def train_step(self, batch: list[int]) -> tuple[float, int, int]:
-        """One optimizer update on `batch`: its loss, target and real token counts."""
+        """One optimizer update on `batch`: its loss, target and real token counts.
+
+        The loss is the mean over the batch's target tokens, with or without micro-batches:
+        what transformers' Trainer (since 4.46, as Study A's benign fine-tunes ran it)
+        computes over its gradient accumulation steps for a model taking loss kwargs.
+        """
+        import torch
+
         rows = self.rows.train
         if self.micro is None:
             ids, labels, mask = next(_batches(rows, [batch], self.pad_id, self.width))
@@ -457,6 +490,9 @@ class _LoraRun:
                 loss.backward()
                 value += float(loss.detach())
                 n_real += int(mask.sum())
+        if self.cfg.max_grad_norm is not None:
+            # After the whole batch's gradients, as transformers' Trainer clips.
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad()

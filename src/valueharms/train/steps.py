@@ -68,13 +68,21 @@ def prepare_model_job(job: Job) -> None:
     prepare_model(dict(job.params["spec"]), job.output[0])
 
 
+def _train_cfg(job: Job) -> dict[str, Any]:
+    """The rule's sft settings, plus config tokenization.add_special_tokens (its own param,
+    a top-level key: the backends read it too); absent, the schema default."""
+    tokenization = job.params.get("tokenization") or {}
+    special = tokenization.get("add_special_tokens", True)
+    return {**job.params["train"], "add_special_tokens": bool(special)}
+
+
 def train_benign_job(job: Job) -> None:
     from valueharms.data.benign import BENIGN_SCHEMA
 
     train_examples(
         job.input["base"],
         read_table(job.input["examples"], BENIGN_SCHEMA),
-        dict(job.params["train"]),
+        _train_cfg(job),
         job.output[0],
         chat=job.params["chat"],
         threads=job.threads,
@@ -86,7 +94,7 @@ def vim_stage_job(job: Job) -> None:
         job.input["base"],
         job.input["examples"],
         job.params["stage"],
-        dict(job.params["train"]),
+        _train_cfg(job),
         job.output[0],
         init_adapter=job.input.get("init"),
         chat=job.params["chat"],
