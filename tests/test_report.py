@@ -394,7 +394,14 @@ def test_studyb_only_report(studyb: dict, tmp_path: Path) -> None:
     t7 = {r[0]: r for r in p.tables["sb-top-values"][1:]}
     assert t7["empathy"][1:] == ["empathy (50.0), honesty (50.0)", "empathy (75.0), respect (25.0)"]
     # Figure 5: empathy +37.5 pp over 2 models
-    assert p.tables["sb-refusal-by-value"][1] == ["empathy", "75.0", "37.5", "+37.5", "2"]
+    assert p.tables["sb-refusal-by-value"][1] == [
+        "empathy",
+        "75.0",
+        "37.5",
+        "+37.5",
+        "2",
+        "0 failed, 0 unparsed",
+    ]
     # mean refusal rate over values per setting (mb both: (0.5 + 0.75) / 2)
     assert p.tables["sb-refusal-by-model"][1:] == [["mi", "50.0", "50.0"], ["mb", "25.0", "62.5"]]
     # Table 8 at the main beta: mean 0.005, sd 0.05 / sqrt(2)

@@ -204,6 +204,8 @@ TABLES: dict[str, pa.Schema] = {
         ("vanilla_rate", _F),
         ("delta", _F),
         ("n_models", _I),
+        ("n_failed", _I),  # the induced models' responses left out of the rate
+        ("n_unparsed", _I),
     ),
     "anthro": _schema(
         *SUBJECT_COLUMNS,
@@ -650,6 +652,8 @@ def _refusal_by_value(
             "vanilla_rate": g["vanilla_rate"].mean(),
             "delta": g["delta"].mean(),
             "n_models": g["model"].nunique(),
+            "n_failed": g["n_failed"].sum(),
+            "n_unparsed": g["n_unparsed"].sum(),
         }
     ).reset_index()
     return finish("refusal_by_value", _order_values(out, values))

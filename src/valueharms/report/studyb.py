@@ -622,8 +622,10 @@ def _refusal(c: _Context) -> list[Block]:
     values = c.value_order(s["value"].astype(str))
     t = Table(
         "sb-refusal-by-value",
-        ["Value", "Refusal rate (%)", "Vanilla rate (%)", "Δ (pp)", "Models"],
+        ["Value", "Refusal rate (%)", "Vanilla rate (%)", "Δ (pp)", "Models", "Excluded"],
     )
+    # Failed (e.g. a reasoning judge's reply cut by its budget) and unparsed verdicts are
+    # left out of the rate: their count stands beside it.
     t.caption = f"Judge: {c.judge(REFUSAL_BENCH)}"
     by = s.set_index("value")
     for v in values:
@@ -635,7 +637,9 @@ def _refusal(c: _Context) -> list[Block]:
                 pct(r["vanilla_rate"]),
                 pp(r["delta"]),
                 fmt_int(r["n_models"]),
-            ]
+                f"{fmt_int(r['n_failed'])} failed, {fmt_int(r['n_unparsed'])} unparsed",
+            ],
+            cls="fail" if r["n_failed"] else "",
         )
     b.table = t
     b.png = _refusal_plot(s, values)
