@@ -113,3 +113,11 @@ def test_a_run_that_reaches_no_judge_job_needs_no_judge_key():
     p = _plan(API_JUDGE)
     assert preflight.problems(p, env={}, rules={"benchmark_prompts", "distribution"}) == []
     assert len(preflight.problems(p, env={}, rules={"judge"})) == 1
+
+
+def test_a_local_endpoint_needs_no_key():
+    """The openai backend sends a dummy key to a server on this machine (a vLLM server)."""
+    local = deep_merge(
+        API_JUDGE, {"models": {"gpt-judge": {"base_url": "http://127.0.0.1:8000/v1"}}}
+    )
+    assert preflight.problems(_plan(local), env={}) == []

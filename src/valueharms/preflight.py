@@ -101,6 +101,16 @@ def _api_models(plan: Plan) -> Iterator[tuple[str, str, str]]:
         yield "studyb.verify.model", plan.sb.verify_model, "studyb_verify"
 
 
+def _local(spec: dict[str, Any]) -> bool:
+    """An endpoint on this machine (a local vLLM server) needs no key: the openai backend
+    sends a dummy one there."""
+    from urllib.parse import urlsplit
+
+    from valueharms.llm.openai_backend import LOCAL_HOSTS
+
+    return urlsplit(spec.get("base_url") or "").hostname in LOCAL_HOSTS
+
+
 def key_problems(plan: Plan, env: dict[str, str]) -> list[Problem]:
     """API models and the Perspective scorer whose key variable is unset."""
     config, where_of, rules_of = plan.config, {}, {}
@@ -111,7 +121,7 @@ def key_problems(plan: Plan, env: dict[str, str]) -> list[Problem]:
     out: list[Problem] = []
     for model, where in where_of.items():
         var = config["models"][model].get("api_key_env") or "OPENAI_API_KEY"
-        if not env.get(var, "").strip():
+        if not env.get(var, "").strip() and not _local(config["models"][model]):
             line = f"{where}: {model} (models.{model}.api_key_env): environment variable {var} "
             out.append((frozenset(rules_of[model]), line + "is not set"))
     tox = config["judges"]["toxicity"]
