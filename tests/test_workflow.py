@@ -199,6 +199,25 @@ def test_demo_report_numbers_come_from_outputs(demo: Path) -> None:
 
 
 @pytest.mark.slow
+def test_demo_report_failure_table_equals_a_count_over_the_judgments(demo: Path) -> None:
+    """Issue 21: the Failures table's totals are the failed and unparsed rows of every
+    Study A judgment table, the mitigation runs' included."""
+    html = (demo / "results" / "report" / "index.html").read_text()
+    judged = [
+        pd.read_parquet(p)
+        for bench in ("rtp", "holisticbiasr", "hexphi", "beavertails")
+        for p in (demo / "results/judgments" / bench).rglob("*.parquet")
+    ]
+    j = pd.concat(judged, ignore_index=True)
+    assert j.condition.str.startswith("mit-").any(), "the demo judges mitigation runs"
+    table = html.split('<table id="failures">', 1)[1].split("</table>", 1)[0]
+    total = re.search(r'<tr class="total">(.*?)</tr>', table).group(1)
+    cells = re.findall(r"<td>(.*?)</td>", total)
+    assert int(cells[-2]) == int((j.status == "failed").sum())
+    assert int(cells[-1]) == int((j.status == "unparsed").sum())
+
+
+@pytest.mark.slow
 def test_demo_study_b_slice_from_preferences_to_the_report(demo: Path) -> None:
     """Issue 6: the Study B slice (2 values, 1 beta) end to end, numbers from outputs."""
     html = (demo / "results" / "report" / "index.html").read_text()
@@ -380,7 +399,6 @@ def test_demo_judge_outage_fails_the_job_and_the_rerun_pays_only_the_failed_call
         down = smk(demo, *args)
         assert down.returncode != 0
         assert "judges.max_failure_share" in down.stdout + down.stderr
-        assert not (demo / target).exists()
         first = mock.generate_calls()
         failed = [c.body["messages"][-1]["content"] for c in first[:k]]
         assert len(first) > k
@@ -391,22 +409,3 @@ def test_demo_judge_outage_fails_the_job_and_the_rerun_pays_only_the_failed_call
         assert sorted(c.body["messages"][-1]["content"] for c in second) == sorted(failed)
         j = pd.read_parquet(demo / target)
         assert set(j.status) <= {"ok", "unparsed"}
-
-
-@pytest.mark.slow
-def test_demo_report_failure_table_equals_a_count_over_the_judgments(demo: Path) -> None:
-    """Issue 21: the Failures table's totals are the failed and unparsed rows of every
-    Study A judgment table, the mitigation runs' included."""
-    html = (demo / "results" / "report" / "index.html").read_text()
-    judged = [
-        pd.read_parquet(p)
-        for bench in ("rtp", "holisticbiasr", "hexphi", "beavertails")
-        for p in (demo / "results/judgments" / bench).rglob("*.parquet")
-    ]
-    j = pd.concat(judged, ignore_index=True)
-    assert j.condition.str.startswith("mit-").any(), "the demo judges mitigation runs"
-    table = html.split('<table id="failures">', 1)[1].split("</table>", 1)[0]
-    total = re.search(r'<tr class="total">(.*?)</tr>', table).group(1)
-    cells = re.findall(r"<td>(.*?)</td>", total)
-    assert int(cells[-2]) == int((j.status == "failed").sum())
-    assert int(cells[-1]) == int((j.status == "unparsed").sum())
