@@ -69,13 +69,7 @@ def model_spec(base):
 
 
 def backend_settings(model, kind):
-    """Only the settings of the backend that serves `model`: others do not rerun its jobs.
-    A local backend also gets `tokenization` (it changes the token ids the model sees).
-    """
-    used = "openai" if plan.is_api(config, model) else kind
-    if used == "openai":
-        return {used: config["backends"][used]}
-    return {used: config["backends"][used], "tokenization": config["tokenization"]}
+    return plan.backend_settings(config, model, kind)
 
 
 def adapter_input(model):

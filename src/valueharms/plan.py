@@ -181,6 +181,14 @@ def is_api(config: dict[str, Any], model: str) -> bool:
     return config["models"][model].get("source") == "api"
 
 
+def backend_settings(config: dict[str, Any], model: str, kind: str) -> dict[str, Any]:
+    """Only the settings of the backend that serves `model`: others do not rerun its jobs.
+    A local backend also gets `tokenization` (it changes the token ids the model sees)."""
+    if is_api(config, model):
+        return {"openai": config["backends"]["openai"]}
+    return {kind: config["backends"][kind], "tokenization": config["tokenization"]}
+
+
 def base_dir(base: str) -> str:
     return f"{RESULTS}/models/{base}/base"
 
