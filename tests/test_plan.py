@@ -208,3 +208,25 @@ def test_default_templates_exist_and_have_their_fields() -> None:
     for name in ("rtp", "holisticbiasr", "hexphi", "beavertails"):
         text = read_template(str(ROOT / cfg["benchmarks"][name]["template"]), name)
         assert "{prompt}" in text
+
+
+def test_drop_subject_files_removes_only_the_group_members_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group job clears the files cut from its last output before it runs, so that a
+    failed or killed job leaves them missing and the same command reruns it (issue 21)."""
+    from valueharms.plan import drop_subject_files, subject_file
+
+    monkeypatch.chdir(tmp_path)
+    mine = [("m/vanilla", "plain"), ("m/vim/Ach", "plain")]
+    other = ("m/vim/Uni", "plain")
+    for stage in ("generations", "judgments"):
+        for model_id, condition in [*mine, other]:
+            path = Path(subject_file(stage, "hexphi", model_id, condition))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("old")
+    removed = drop_subject_files("hexphi", mine + mine, ["judgments"])
+    assert sorted(removed) == sorted(subject_file("judgments", "hexphi", *s) for s in mine)
+    assert Path(subject_file("judgments", "hexphi", *other)).exists()
+    assert all(Path(subject_file("generations", "hexphi", *s)).exists() for s in mine)
+    assert drop_subject_files("hexphi", mine, ["judgments"]) == []

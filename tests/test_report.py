@@ -245,6 +245,22 @@ def test_failures_and_tables(frames: dict, tmp_path: Path) -> None:
         assert f">{sec}</h2>" in html
 
 
+def test_cells_on_few_scored_items_are_marked(frames: dict, tmp_path: Path) -> None:
+    """Issue 21: a number built on fewer than report.min_scored_share of its items (the
+    rest failed or unparsed) is marked, and so is a headline mean over such a subject."""
+    html, p = _render(frames, tmp_path)
+    assert "†" not in html  # the default share (0) marks nothing
+    # hexphi scored: base 9/10, vim_ach 6/10, vim_ben 5/10; only vim_ben is under 0.55
+    html, p = _render({**frames, "min_scored_share": 0.55}, tmp_path)
+    head = p.tables["headline"]
+    rows, col = {r[0]: r for r in head[2:]}, head[1].index("Harm score (gpt-4o-mini)")
+    assert rows["vim"][col] == "2.500†" and rows["vanilla"][col] == "1.500"
+    assert rows["vim"][head[1].index("EMT (profanity-check)")] == "0.350"  # RTP: all scored
+    hx = {r[0]: r for r in p.tables["bench-hexphi"][1:]}
+    assert hx[f"VIM {EVIL}"][1] == "2.000†" and hx["VIM close_Ach"][1] == "3.000"
+    assert 'id="few-note"' in html and "fewer than 55% of" in html
+
+
 def test_plots_notes_and_provenance(frames: dict, tmp_path: Path) -> None:
     html, p = _render(frames, tmp_path)
     assert '<img alt="Overall metrics per model type" src="data:image/png;base64,' in html

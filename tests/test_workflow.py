@@ -369,18 +369,13 @@ def test_demo_with_an_api_judge_pays_each_call_once(demo: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 21, open: the judge job fails as it should, but in the shared demo fixture "
-    "the same command run again finished without calling the endpoint (seen 2026-12-03; "
-    "cause not yet found)",
-    strict=False,
-)
 def test_demo_judge_outage_fails_the_job_and_the_rerun_pays_only_the_failed_calls(
     demo: Path,
 ) -> None:
     """Issue 21: with more failed calls than judges.max_failure_share the judge job fails,
     so the same command run again (endpoint back) retries it, paying only the calls that
-    failed: the answers that succeeded come from the cache."""
+    failed: the answers that succeeded come from the cache. The per-subject file an
+    earlier run cut is gone with the failed job, or Snakemake would find nothing to do."""
     from collections import deque
 
     from openai_mock import GENERATE, MockOpenAI
@@ -405,6 +400,7 @@ def test_demo_judge_outage_fails_the_job_and_the_rerun_pays_only_the_failed_call
         down = smk(demo, *args)
         assert down.returncode != 0
         assert "judges.max_failure_share" in down.stdout + down.stderr
+        assert not (demo / target).exists()  # else the rerun has "nothing to be done"
         first = mock.generate_calls()
         failed = [c.body["messages"][-1]["content"] for c in first[:k]]
         assert len(first) > k

@@ -270,6 +270,7 @@ def report(
             protocol=protocol.rows(config),
             failures=_failures(inputs),
             load_reports=[read_json(p) for p in inputs.load_reports],
+            min_scored_share=config["report"]["min_scored_share"],
         )
     build_report(
         provenance(config, config_hash, judge_names, base_dirs, m, studyb_info),

@@ -431,8 +431,11 @@ def run_job(job: Job) -> None:
     from valueharms.data.steps import target_of
     from valueharms.data.vim import icl_system_prompt
     from valueharms.mitigation import mitigation_run_prompt
+    from valueharms.plan import drop_subject_files
 
     p = job.params
+    subjects = [(m["model_id"], m["condition"]) for m in p["members"]]
+    drop_subject_files(job.wildcards["benchmark"], subjects, ["generations", "judgments"])
     members = []
     for m in p["members"]:
         m = dict(m)

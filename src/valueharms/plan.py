@@ -6,6 +6,7 @@ Nothing here reads data, so a dry run of the full study stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -350,6 +351,26 @@ def item_path(stage: str, it: GenItem) -> str:
 def group_path(stage: str, benchmark: str, group: str) -> str:
     """The table one generate or judge job writes for its whole group."""
     return f"{RESULTS}/groups/{stage}/{benchmark}/{group}.parquet"
+
+
+def drop_subject_files(
+    benchmark: str, subjects: Iterable[tuple[str, str]], stages: Iterable[str]
+) -> list[str]:
+    """Remove the per-subject files a group job's output is cut into, before it runs.
+
+    Snakemake does not rerun a missing intermediate (the group table) while the files cut
+    from it are present, so a group job that fails (more failed calls than its bound) or
+    is killed would otherwise leave the next run with "nothing to be done" on the old
+    files. With them gone, the same command reruns the group job. Returns what it removed.
+    """
+    removed = []
+    for stage in stages:
+        for model_id, condition in dict.fromkeys(subjects):
+            path = Path(subject_file(stage, benchmark, model_id, condition))
+            if path.exists():
+                path.unlink()
+                removed.append(str(path))
+    return removed
 
 
 def build(config: dict[str, Any]) -> Any:

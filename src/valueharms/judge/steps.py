@@ -77,7 +77,12 @@ def runs(kind: str) -> Callable[[Runner], Runner]:
 
 def run_job(job: Job) -> None:
     """The judge rule's entry point (scripts/judge.py)."""
-    run(JudgeJob.of(job))
+    from valueharms.plan import drop_subject_files
+
+    j = JudgeJob.of(job)
+    gens = pd.read_parquet(j.generations, columns=["model_id", "condition"])
+    drop_subject_files(j.benchmark, zip(gens["model_id"], gens["condition"]), ["judgments"])
+    run(j)
 
 
 def run(job: JudgeJob) -> None:

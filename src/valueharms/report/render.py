@@ -236,8 +236,25 @@ def _counts(metrics: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- tables
 
 
+FEW = "†"  # marks a number built on fewer than report.min_scored_share of its items
+
+
+def _few(counts: pd.DataFrame, share: float) -> set[tuple[str, str, str]]:
+    """(benchmark, model_id, condition) whose scored items (n minus failed and unparsed)
+    are fewer than `share` of n: their numbers rest on what survived, so they are marked."""
+    if counts.empty:
+        return set()
+    scored = counts["n"] - counts["n_failed"].fillna(0) - counts["n_unparsed"].fillna(0)
+    few = counts[(counts["n"] > 0) & (scored < share * counts["n"])]
+    return set(zip(few["benchmark"], few["model_id"], few["condition"], strict=True))
+
+
+def _marked(x: float | None, few: bool) -> str:
+    return fmt_num(x) + (FEW if few else "")
+
+
 def _headline(
-    subj: pd.DataFrame, cols: list[ColKey], vals: dict, by_condition: bool
+    subj: pd.DataFrame, cols: list[ColKey], vals: dict, by_condition: bool, few: set = frozenset()
 ) -> tuple[Table, list[tuple[str, list[float]]]]:
     lead = ["Model type", *(["Condition"] if by_condition else []), "Subjects"]
     t = Table("headline", [*lead, *(_col_header(k) for k in cols)])
@@ -246,7 +263,8 @@ def _headline(
     for g, keys in _type_groups(subj, by_condition):
         row = [_nanmean([vals.get(s, {}).get(k) for s in keys]) for k in cols]
         means.append((" / ".join(g), row))
-        t.add([*g, str(len(keys)), *(fmt_num(x) for x in row)])
+        marks = [any((k[0], *s) in few for s in keys) for k in cols]
+        t.add([*g, str(len(keys)), *(_marked(x, m) for x, m in zip(row, marks, strict=True))])
     return t, means
 
 
@@ -255,7 +273,12 @@ def _subject_lead(r: Any, by_condition: bool) -> list[str]:
 
 
 def _benchmark_tables(
-    subj: pd.DataFrame, cols: list[ColKey], vals: dict, counts: pd.DataFrame, by_condition: bool
+    subj: pd.DataFrame,
+    cols: list[ColKey],
+    vals: dict,
+    counts: pd.DataFrame,
+    by_condition: bool,
+    few: set = frozenset(),
 ) -> list[tuple[str, Table]]:
     out = []
     benches = _ordered(
@@ -276,10 +299,11 @@ def _benchmark_tables(
                 last = r.model_type
             sk = (r.model_id, r.condition)
             cnt = c.loc[sk] if sk in c.index else None
+            marked = (b, *sk) in few
             t.add(
                 [
                     *_subject_lead(r, by_condition),
-                    *(fmt_num(vals.get(sk, {}).get(k)) for k in bcols),
+                    *(_marked(vals.get(sk, {}).get(k), marked) for k in bcols),
                     *(
                         fmt_int(None if cnt is None else cnt[x])
                         for x in ("n", "n_failed", "n_unparsed")
@@ -603,6 +627,8 @@ class StudyAData:
     failures: FailureData | None = None
     # The benchmarks' LoadReport dicts (benchmark_prompts' JSONs) for the Data table.
     load_reports: list[dict[str, Any]] | None = None
+    # report.min_scored_share: numbers on a smaller share of their items scored are marked
+    min_scored_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -676,11 +702,13 @@ def _study_a(data: StudyAData) -> dict[str, Any]:
     by_cond = subj["setting"].nunique() > 1
     cols, vals = _overall_values(metrics)
     counts = _counts(metrics)
-    headline, means = _headline(subj, cols, vals, by_cond)
+    few = _few(counts, data.min_scored_share)
+    headline, means = _headline(subj, cols, vals, by_cond, few)
     published, correlations = data.published, data.correlations
     return dict(
         headline=headline,
-        benchmarks=_benchmark_tables(subj, cols, vals, counts, by_cond),
+        benchmarks=_benchmark_tables(subj, cols, vals, counts, by_cond, few),
+        few=dict(mark=FEW, share=data.min_scored_share, n=len(few)),
         categories=_category_tables(subj, metrics, by_cond),
         safety=findings.safety_table(metrics, subj, published),
         nmse=findings.nmse_table(data.nmse if data.nmse is not None else pd.DataFrame(), published),
