@@ -81,7 +81,8 @@ def run_job(job: Job) -> None:
 
     j = JudgeJob.of(job)
     gens = pd.read_parquet(j.generations, columns=["model_id", "condition"])
-    drop_subject_files(j.benchmark, zip(gens["model_id"], gens["condition"]), ["judgments"])
+    subjects = zip(gens["model_id"], gens["condition"], strict=True)
+    drop_subject_files(j.benchmark, subjects, ["judgments"])
     run(j)
 
 
