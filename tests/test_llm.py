@@ -459,7 +459,7 @@ def test_one_batch_mixing_two_adapters_matches_each_alone(
     reqs_ = mixed_requests(s)
     calls: list[list[str]] = []
     real = mixed._generate_batch
-    mixed._generate_batch = lambda p, a, s_: calls.append(a) or real(p, a, s_)  # type: ignore
+    mixed._generate_batch = lambda p, a, s_, *h: calls.append(a) or real(p, a, s_, *h)  # type: ignore
     together = {r.key: r.texts for r in mixed.generate(reqs_)}
     assert len(calls) == 1 and set(calls[0]) == {"", "a", "n"}  # one batch, three models
     alone = {}
@@ -544,3 +544,63 @@ def test_a_local_judge_reply_cut_by_max_new_tokens_is_a_length_failure(hf_base) 
     assert r_gen.status == STATUS_OK and len(r_gen.texts) == 1
     assert r_judge.status == STATUS_FAILED and r_judge.error.startswith("LengthCut")
     assert "3 tokens" in r_judge.error
+
+
+# --- shared heads (issue 22): a subject's system prompt computed once, reused ----------
+
+SYSTEMS = [
+    "You are a careful assistant. Answer every request in the voice of a person who "
+    "values tradition, security and conformity above everything else in their life.",
+    "You are a playful assistant. Answer every request in the voice of a person who values "
+    "stimulation, hedonism and self-direction above everything else in their life.",
+]
+
+
+def headed_requests(s: Sampling, prompts: list[str]) -> list[Request]:
+    out = []
+    for i, p in enumerate(prompts):  # prompt by prompt across subjects, as generate does
+        for j, system in enumerate(SYSTEMS):
+            msgs = (("system", system), ("user", p))
+            out.append(Request(f"s{j}-{i}", msgs, sampling=s))
+            out.append(Request(f"a{j}-{i}", msgs, sampling=s, adapter="a"))
+        out.append(user(f"plain-{i}", p, s))  # no system prompt of its own
+    return out
+
+
+def test_the_head_ends_where_the_last_user_text_starts(hf_base) -> None:
+    req = Request("k", messages=(("system", SYSTEMS[0]), ("user", "Why is the sky blue?")))
+    ids, n = hf_base.prompt_ids_and_head(req)
+    assert ids == hf_base.prompt_ids(req)
+    head = hf_base.tokenizer.decode(ids[:n])
+    assert head.endswith("<|im_start|>user\n") and SYSTEMS[0] in head
+    assert hf_base.tokenizer.decode(ids[n:]).startswith("Why is the sky blue?")
+    assert hf_base.prompt_ids_and_head(Request("k", prompt="raw text"))[1] == 0
+    assert hf_base.prompt_ids_and_head(req, head=False) == (ids, 0)
+
+
+def test_shared_heads_give_the_texts_of_whole_prompts(
+    tiny_model_dir, banana_adapter, noise_adapter
+) -> None:
+    """With head reuse (default) each (adapter, system prompt) head is computed once for
+    all batches and every greedy and seeded sampled answer equals the one computed from
+    the whole prompt, in batches mixing adapters, heads and rows without a head."""
+    from valueharms.llm.hf import HFBackend
+
+    adapters = {"a": banana_adapter, "n": noise_adapter}
+    reuse = HFBackend("tiny", tiny_model_dir, adapters=adapters, threads=2)
+    whole = HFBackend("tiny", tiny_model_dir, adapters=adapters, threads=2, prefix_reuse=False)
+    computed: list[int] = []
+    real = reuse._head_layers
+    reuse._head_layers = lambda keys: computed.append(len(keys)) or real(keys)  # type: ignore
+    for s in (Sampling(max_new_tokens=5), Sampling(max_new_tokens=4, temperature=1.0, n=2)):
+        reqs_ = headed_requests(s, HELD_OUT)
+        got = [r.texts for k in range(0, len(reqs_), 5) for r in reuse.generate(reqs_[k : k + 5])]
+        want = [r.texts for k in range(0, len(reqs_), 5) for r in whole.generate(reqs_[k : k + 5])]
+        assert got == want
+    # 2 systems x 2 models, and the plain rows' head (the SmolLM2 template writes its
+    # default system prompt): five heads, each computed once over 2 samplings x 7 batches
+    assert sum(computed) == 5
+    # the heads matter: another system prompt gives other answers for most prompts
+    s = Sampling(max_new_tokens=5)
+    texts = {r.key: r.texts[0] for r in whole.generate(headed_requests(s, HELD_OUT))}
+    assert sum(texts[f"s0-{i}"] != texts[f"s1-{i}"] for i in range(len(HELD_OUT))) >= 3

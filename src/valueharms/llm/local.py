@@ -87,5 +87,34 @@ class LocalBackend:
     def prompt_ids(self, req: Request) -> list[int]:
         """The prompt's token ids: the rendered text's, after the special prefix unless the
         chat template rendered it (a template writes its own BOS: no second one)."""
-        ids = list(self.tokenizer(self.render(req), add_special_tokens=False)["input_ids"])
-        return ids if self.templated(req) else [*self._prefix, *ids]
+        return self.prompt_ids_and_head(req, head=False)[0]
+
+    def prompt_ids_and_head(self, req: Request, head: bool = True) -> tuple[list[int], int]:
+        """The prompt's token ids and how many of them come before its last user turn's
+        text: the head that the requests of one subject share (chat template start, system
+        prompt, ICL profile, earlier turns), which a backend may compute once and reuse.
+
+        The head ends at a token boundary of the prompt's own tokenization (read off the
+        fast tokenizer's offsets, never re-tokenized), so reusing it changes no token. It
+        is 0 for a raw prompt, a slow tokenizer or a user text not found in the rendering,
+        and always leaves at least one token after it.
+        """
+        text = self.render(req)
+        at = _last_user_text_at(req, text) if head else -1
+        offsets = at > 0 and bool(getattr(self.tokenizer, "is_fast", False))
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=offsets)
+        ids = list(enc["input_ids"])
+        n = 0
+        if offsets:  # tokens that end before the user text starts
+            n = next((i for i, (_, end) in enumerate(enc["offset_mapping"]) if end > at), len(ids))
+        if not self.templated(req):
+            ids = [*self._prefix, *ids]
+            n += len(self._prefix) if n else 0
+        return ids, max(0, min(n, len(ids) - 1))
+
+
+def _last_user_text_at(req: Request, text: str) -> int:
+    """Where the last user message's text starts in the rendered prompt (-1: not found)."""
+    if not req.messages or req.messages[-1][0] != "user" or not req.messages[-1][1]:
+        return -1
+    return text.rfind(req.messages[-1][1])

@@ -64,6 +64,9 @@ class VLLMSettings:
     seed: int = 0
     dtype: str = "auto"
     enforce_eager: bool = False
+    # vLLM's automatic prefix caching: a prompt head (system prompt, ICL profile) already
+    # in the KV cache is not computed again. vLLM turns it on by default; we say so.
+    prefix_caching: bool = True
     engine_kwargs: dict[str, Any] | None = None
 
 
@@ -109,6 +112,7 @@ class VLLMBackend(LocalBackend):
             "seed": s.seed,
             "dtype": s.dtype,
             "enforce_eager": s.enforce_eager,
+            "enable_prefix_caching": s.prefix_caching,
         }
         if s.max_model_len is not None:
             kwargs["max_model_len"] = s.max_model_len
