@@ -59,7 +59,8 @@ rule report:
         subjects=PLAN.subject_table(),
         config_hash=CONFIG_HASH,
         judge_names=JUDGE_NAMES,
-        studyb=PLAN.studyb_report_info(),
+        # Study B's info, with the published figures' file and this run's setup.
+        studyb=sbplan.with_published(PLAN.studyb_report_info(), config),
         code=code("scripts/report.py"),
     script:
         "../scripts/report.py"

@@ -5,6 +5,10 @@ Every number comes from those tables and is pre-formatted here; shares, rates an
 frequencies are shown as percentages (saying so), QA deltas in lm-eval's units. Each table
 names the judge behind its numbers; an empty table becomes a one-line note saying whether
 its input is not configured in this run or has no data.
+
+The paper's figures (valueharms.report.published_b) stand beside ours in columns marked
+"published" where this run's setup is the one they were measured on; otherwise the table
+says what differs.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from valueharms.metrics.studyb import (
     ab,
     main_rows,
 )
+from valueharms.report import published_b
 from valueharms.report.render import DASH, Table, _isnan, _png, fmt_int, fmt_num
 
 BENCH_NAMES = {
@@ -72,6 +77,8 @@ class Block:
     png_alt: str = ""
     note: str | None = None
     figures: list[FigureItem] = field(default_factory=list)
+    # Lines under the table on the paper's figures: shown beside ours, or why not.
+    published: list[str] = field(default_factory=list)
 
 
 def pct(x: Any, digits: int = 1) -> str:
@@ -86,6 +93,13 @@ def pp(x: Any, digits: int = 1) -> str:
 
 def fmt_beta(x: Any) -> str:
     return DASH if x is None or _isnan(x) else f"{float(x):g}"
+
+
+def _beside(ours: Sequence[str], theirs: Sequence[str] | None) -> list[str]:
+    """Our cells, each followed by its published one (none when `theirs` is None)."""
+    if theirs is None:
+        return list(ours)
+    return [x for pair in zip(ours, theirs, strict=True) for x in pair]
 
 
 def _order(items: Iterable[str], first: Sequence[str]) -> list[str]:
@@ -111,6 +125,27 @@ class _Context:
         self.values = [str(v) for v in info.get("values") or ()]
         self.models = [str(m) for m in info.get("models") or ()]
         self.judges = dict(info.get("judges") or info.get("judge_names") or {})
+        self.pub = published_b.from_info(info)
+
+    def published(self, key: str) -> Mapping[str, Any] | None:
+        """The paper's table `key` when this run's setup matches it, else None."""
+        return self.pub.table(key) if self.pub else None
+
+    def published_rows(self, key: str, col: str) -> dict[str, Mapping[str, Any]] | None:
+        """The matched published table's rows by `col`, else None."""
+        return self.pub.rows_by(key, col) if self.published(key) else None
+
+    def paper_model(self, model: str) -> str:
+        """The paper's name of one of our models ("" when it is none of the paper's)."""
+        return (self.pub.model_name(model) if self.pub else None) or ""
+
+    def published_lines(self, key: str, *extra: str) -> list[str]:
+        """The block's lines on the paper's table `key`; `extra` only when it is shown."""
+        if self.pub is None:
+            return []
+        note = self.pub.note(key)
+        lines = [note] if note else []
+        return lines + [e for e in extra if e] if self.published(key) else lines
 
     def judge(self, bench: str) -> str:
         """The judge named in the config, else the judges recorded in the rows."""
@@ -157,20 +192,33 @@ def _table1(c: _Context, pref: Mapping[str, pd.DataFrame]) -> Block:
         "size; then the pairs the verifier read and its precision of the target value, in "
         "percent (Table 2 per value).",
     )
+    b.published = c.published_lines("table_1")
     if s.empty:
         b.note = "No data: no value subsets."
         return b
+    pub = c.published_rows("table_1", "value")
+    sides = ["Chosen", "Rejected", "Total"]
     t = Table(
         "sb-subset-sizes",
-        ["Value", "Chosen", "Rejected", "Total", "Verified", "Verifier precision (%)"],
+        [
+            "Value",
+            *_beside(sides, None if pub is None else [f"{x}, published" for x in sides]),
+            "Verified",
+            "Verifier precision (%)",
+        ],
     )
     if c.configured(EXPRESSION_BENCH):  # the IssueBench judge is the same extractor
         t.caption = f"Extractor: {c.judge(EXPRESSION_BENCH)}"
     by = v.set_index("value")
     for r in s.itertuples(index=False):
         ver = by.loc[r.value] if r.value in by.index else None
+        counts = [fmt_int(r.chosen), fmt_int(r.rejected), fmt_int(r.total)]
+        theirs = None
+        if pub is not None:
+            p = pub.get(str(r.value)) or {}
+            theirs = [fmt_int(p.get(k)) for k in ("chosen", "rejected", "total")]
         t.add(
-            [str(r.value), fmt_int(r.chosen), fmt_int(r.rejected), fmt_int(r.total)]
+            [str(r.value), *_beside(counts, theirs)]
             + ([DASH, DASH] if ver is None else [fmt_int(ver["n_verified"]), pct(ver["precision"])])
         )
     b.table = t
@@ -187,26 +235,66 @@ def _table2(c: _Context, pref: Mapping[str, pd.DataFrame]) -> Block:
         "column), in percent; random annotators pick k labels. Human annotators' rows come "
         "from the annotation sheets (python -m valueharms.studyb.annotation).",
     )
+    pub = c.published("table_2")
+    used: set[str] = set()
     if s.empty:
         b.note = "Not configured or no data: no verification in this run."
+        b.published = c.published_lines("table_2")
         return b
     t = Table(
         "sb-verification",
-        ["Annotator", "Labels per sample", "Precision (%)", "Pooled (%)", "Values", "Pairs"],
+        [
+            "Annotator",
+            "Labels per sample",
+            *_beside(["Precision (%)"], None if pub is None else ["Precision, published (%)"]),
+            "Pooled (%)",
+            "Values",
+            "Pairs",
+        ],
     )
     for r in s.itertuples(index=False):
+        theirs = None
+        if pub is not None:
+            row = _table2_row(c, pub, str(r.kind), r.labels_per_sample)
+            theirs = [pct(row["precision"] if row else None, 2)]
+            used |= {str(row["annotator"])} if row else set()
         t.add(
             [
                 str(r.annotator),
                 fmt_num(r.labels_per_sample, 1),
-                pct(r.precision, 2),
+                *_beside([pct(r.precision, 2)], theirs),
                 pct(r.micro, 2),
                 fmt_int(r.n_values),
                 fmt_int(r.n_verified) if r.kind == "verifier" else DASH,
             ]
         )
     b.table = t
+    other = [
+        f"{p['annotator']} {pct(p['precision'], 2)}"
+        for p in (pub or {}).get("rows") or []
+        if str(p["annotator"]) not in used
+    ]
+    b.published = c.published_lines(
+        "table_2",
+        f"The paper's rows without a counterpart here (percent): {', '.join(other)}."
+        if other
+        else "",
+    )
     return b
+
+
+def _table2_row(
+    c: _Context, pub: Mapping[str, Any], kind: str, labels: Any
+) -> Mapping[str, Any] | None:
+    """The paper's Table 2 row beside one of ours: a random baseline by its k, our
+    verifier by its Hugging Face id."""
+    verifier = ((c.pub.run if c.pub else {}).get("verifier") or {}).get("hf_id")
+    for p in pub.get("rows") or []:
+        if kind == "random" == p["kind"] and not _isnan(labels) and int(labels) == int(p["k"]):
+            return p
+        if kind == "verifier" == p["kind"] and verifier and p.get("hf_id") == verifier:
+            return p
+    return None
 
 
 def _sources_plot(s: pd.DataFrame, sources: list[str]) -> str:
@@ -277,26 +365,64 @@ def _table5(c: _Context) -> Block:
         "Share of IssueBench responses in which the target value is expressed, mean ± s.e. "
         f"over the target values, in percent; {c.setup()}.",
     )
+    b.published = c.published_lines(
+        "table_5",
+        "The paper prints each standard error as a fraction (“27.4 ± .06”); shown here in "
+        "percentage points (± 6), to the paper's precision.",
+        _contradiction(c),
+    )
     if s.empty:
         b.note = c.missing(EXPRESSION_BENCH, "no extracted IssueBench responses")
         return b
     settings = [x for x in SETTINGS if x in set(s["setting"])]
-    t = Table(
-        "sb-expression-summary",
-        ["Model", "Kind", *(f"{SETTING_NAMES[x]} (%)" for x in settings), "Values (k)"],
-    )
+    pub = c.published_rows("table_5", "model")
+    names = [f"{SETTING_NAMES[x]} (%)" for x in settings]
+    theirs = None if pub is None else [f"{SETTING_NAMES[x]}, published (%)" for x in settings]
+    t = Table("sb-expression-summary", ["Model", "Kind", *_beside(names, theirs), "Values (k)"])
     t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
     for m in c.model_order(s["model"].astype(str)):
         part = s[s["model"] == m].set_index("setting")
         cells = [m, str(part["kind"].iat[0])]
-        for x in settings:
-            cells.append(
-                f"{pct(part.at[x, 'mean'])} ± {pct(part.at[x, 'se'])}" if x in part.index else DASH
-            )
+        ours = [
+            f"{pct(part.at[x, 'mean'])} ± {pct(part.at[x, 'se'])}" if x in part.index else DASH
+            for x in settings
+        ]
+        paper = None
+        if pub is not None:
+            p = pub.get(c.paper_model(m))
+            paper = [
+                f"{pct(p[x]['mean'])} ± {pct(p[x]['se'], 0)}" if p and x in p else DASH
+                for x in settings
+            ]
+        cells += _beside(ours, paper)
         cells.append("/".join(str(k) for k in sorted(set(part["n_values"]))))
         t.add(cells)
     b.table = t
     return b
+
+
+def _contradiction(c: _Context) -> str:
+    """The note on the paper's Tables 5 and 6 disagreeing (docs/study_b.md), with our two
+    means of the same shares; empty unless one of them is shown."""
+    if c.pub is None or not (c.published("table_5") or c.published("table_6")):
+        return ""
+    beta = float(c.pub.data["setup"]["main_beta"])  # Table 5's beta
+    if c.main_beta is None or not math.isclose(float(c.main_beta), beta):
+        return ""  # our Table 5 is at another beta: no like-for-like means
+    t5 = published_b.table5_both_mean(c.pub.data)
+    t6 = published_b.table6_mean(c.pub.data, beta)
+    s5, s6 = c.t["expression_summary"], c.t["expression_by_beta"]
+    ours5 = published_b.mean(list(s5.loc[s5["setting"] == "both", "mean"].astype(float)))
+    at = s6[np.isclose(s6["beta"].to_numpy(float), beta)] if len(s6) else s6
+    ours6 = published_b.mean(list(at["share"].astype(float)))
+    return (
+        f"The paper contradicts itself: its Table 5 Both column averages {pct(t5, 2)}% over "
+        f"the models, its Table 6 β = {fmt_beta(beta)} column {pct(t6, 2)}% over the "
+        "values, though both are means of the same (model, value) shares. Ours are means of "
+        f"the same shares too ({pct(ours5, 2)}% and {pct(ours6, 2)}% here, equal when every "
+        "share is defined), so they can agree with at most one of the two "
+        "(docs/study_b.md, “Published figures”)."
+    )
 
 
 def _table6(c: _Context) -> Block:
@@ -308,17 +434,34 @@ def _table6(c: _Context) -> Block:
         f"{c.default_t:g}: share of responses expressing the target value, mean over "
         "models, in percent.",
     )
+    b.published = c.published_lines("table_6", _contradiction(c))
     if s.empty:
         b.note = c.missing(
             EXPRESSION_BENCH, "no both-setting DPO subjects with extracted responses"
         )
         return b
     betas = sorted(set(s["beta"]))
-    t = Table("sb-expression-by-beta", ["Value", *(f"β = {fmt_beta(x)}" for x in betas), "Models"])
+    pub, pt = c.published_rows("table_6", "value"), c.published("table_6") or {}
+    # the published column of each of our betas (None: the paper has no such beta)
+    at = {
+        x: next((i for i, y in enumerate(pt.get("betas") or []) if math.isclose(x, y)), None)
+        for x in betas
+    }
+    cols = []
+    for x in betas:
+        cols.append(f"β = {fmt_beta(x)}")
+        if pub is not None and at[x] is not None:
+            cols.append(f"β = {fmt_beta(x)}, published")
+    t = Table("sb-expression-by-beta", ["Value", *cols, "Models"])
     t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
     for v in c.value_order(s["value"].astype(str)):
         part = s[s["value"] == v].set_index("beta")
-        cells = [pct(part.at[x, "share"], 2) if x in part.index else DASH for x in betas]
+        cells = []
+        for x in betas:
+            cells.append(pct(part.at[x, "share"], 2) if x in part.index else DASH)
+            if pub is not None and at[x] is not None:
+                p = pub.get(v)
+                cells.append(pct(p["shares"][at[x]], 2) if p else DASH)
         t.add([v, *cells, str(int(part["n_models"].max()))])
     b.table = t
     return b
@@ -333,12 +476,19 @@ def _table7(c: _Context) -> Block:
         f"both-setting responses of each model kind ({c.setup()}); share of responses in "
         "percent in brackets.",
     )
+    b.published = c.published_lines("table_7")
     if s.empty:
         b.note = c.missing(EXPRESSION_BENCH, "no both-setting subjects with extracted responses")
         return b
     kinds = [k for k in KIND_ORDER if k in set(s["kind"])]
     kinds += sorted(set(s["kind"].astype(str)) - set(kinds))
-    t = Table("sb-top-values", ["Induced value", *(KIND_NAMES.get(k, k) for k in kinds)])
+    pub = c.published_rows("table_7", "value")
+    cols = []
+    for k in kinds:
+        cols.append(KIND_NAMES.get(k, k))
+        if pub is not None and k in KIND_ORDER:
+            cols.append(f"{KIND_NAMES[k]}, published")
+    t = Table("sb-top-values", ["Induced value", *cols])
     t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
     for v in c.value_order(s["value"].astype(str)):
         cells = []
@@ -346,6 +496,8 @@ def _table7(c: _Context) -> Block:
             part = s[(s["value"] == v) & (s["kind"] == k)].sort_values("rank")
             top = [f"{r.expressed} ({pct(r.share)})" for r in part.itertuples()]
             cells.append(", ".join(top) if top else DASH)
+            if pub is not None and k in KIND_ORDER:
+                cells.append(", ".join((pub.get(v) or {}).get(k) or []) or DASH)
         t.add([v, *cells])
     b.table = t
     return b
@@ -556,6 +708,12 @@ def _table8(c: _Context) -> Block:
         f"adapters (values) with the standard deviation in brackets; DPO at β = "
         f"{fmt_beta(c.main_beta)}; lm-eval units (fractions).",
     )
+    b.published = c.published_lines(
+        "table_8",
+        "The paper prints GSM-8k and MMLU as fractions and TruthfulQA in percentage points; "
+        "its TruthfulQA figures are shown here divided by 100 (our reading: it states no "
+        "unit). Its MMLU column stands beside both mmlu and mmlu_pro (it cites MMLU-Pro).",
+    )
     if s.empty:
         configured = c.info.get("qa")
         b.note = (
@@ -573,19 +731,28 @@ def _table8(c: _Context) -> Block:
         return b
     cols = main[["task", "metric", "filter"]].drop_duplicates().sort_values(["task", "metric"])
     keys = list(cols.itertuples(index=False, name=None))
-    t = Table(
-        "sb-qa-summary",
-        ["Model", *(f"{task} {metric} ({filt})" for task, metric, filt in keys), "Adapters"],
-    )
+    pub = c.published_rows("table_8", "model")
+    paper_col = dict((c.published("table_8") or {}).get("columns") or {})
+    names = []
+    for task, metric, filt in keys:
+        names.append(f"{task} {metric} ({filt})")
+        if pub is not None and task in paper_col:
+            names.append(f"{task} {metric} ({filt}), published")
+    t = Table("sb-qa-summary", ["Model", *names, "Adapters"])
     t.caption = f"Scored by {QA_JUDGE}"
     for m in c.model_order(main["model"].astype(str)):
         part = main[main["model"] == m].set_index(["task", "metric", "filter"])
-        cells = [
-            f"{fmt_num(part.at[k, 'mean'], 3)} ({fmt_num(part.at[k, 'std'], 3)})"
-            if k in part.index
-            else DASH
-            for k in keys
-        ]
+        p = pub.get(c.paper_model(m)) if pub is not None else None
+        cells = []
+        for k in keys:
+            cells.append(
+                f"{fmt_num(part.at[k, 'mean'], 3)} ({fmt_num(part.at[k, 'std'], 3)})"
+                if k in part.index
+                else DASH
+            )
+            if pub is not None and k[0] in paper_col:
+                q = (p or {}).get(paper_col[k[0]])
+                cells.append(f"{fmt_num(q['mean'], 3)} ({fmt_num(q['sd'], 3)})" if q else DASH)
         t.add([m, *cells, str(int(part["n_adapters"].max()))])
     b.table = t
     return b
@@ -734,6 +901,7 @@ def _table10(c: _Context) -> Block:
         f"temperature T and at {c.default_t:g}, mean over the target values with a defined r.",
     )
     e = c.t["expression"]
+    b.published = c.published_lines("table_10")
     if s.empty:
         other = e[~np.isclose(e["temperature"].to_numpy(float), c.default_t)]
         b.note = (
@@ -742,15 +910,23 @@ def _table10(c: _Context) -> Block:
             else f"No data: no run at T = {c.default_t:g} to compare with."
         )
         return b
+    pub = c.published("table_10")
     t = Table(
         "sb-robustness-temperature",
-        ["Model", "Setting", "Method", "β", "T", "Mean r", "Values (r defined / all)"],
+        [
+            *["Model", "Setting", "Method", "β", "T"],
+            *_beside(["Mean r"], None if pub is None else ["Mean r, published"]),
+            "Values (r defined / all)",
+        ],
     )
     t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
     keys = ["model", "setting", "method", "beta", "temperature"]
     g = s.assign(method=s["method"].fillna(DASH)).groupby(keys, dropna=False, sort=True)
     for (m, st, meth, beta, temp), part in g:
         r = part["r"].dropna()
+        theirs = None
+        if pub is not None:
+            theirs = [fmt_num(_table10_r(c, pub, str(m), str(meth), beta, temp), 6)]
         t.add(
             [
                 str(m),
@@ -758,12 +934,29 @@ def _table10(c: _Context) -> Block:
                 str(meth),
                 fmt_beta(beta),
                 f"{float(temp):g}",
-                fmt_num(r.mean() if len(r) else math.nan),
+                *_beside([fmt_num(r.mean() if len(r) else math.nan)], theirs),
                 f"{len(r)} / {len(part)}",
             ]
         )
     b.table = t
     return b
+
+
+def _table10_r(
+    c: _Context, pub: Mapping[str, Any], model: str, method: str, beta: Any, temp: Any
+) -> float | None:
+    """The paper's r beside one of our rows: the robustness model's DPO adapters at the
+    main beta, by temperature (None for any other row)."""
+    assert c.pub is not None
+    want = c.pub.data["setup"].get("robustness_model")
+    if c.pub.hf(model) != want or method != MAIN_METHOD or c.main_beta is None:
+        return None
+    if _isnan(beta) or not math.isclose(float(beta), float(c.main_beta)):
+        return None
+    for p in pub.get("rows") or []:
+        if math.isclose(float(p["temperature"]), float(temp)):
+            return float(p["r"])
+    return None
 
 
 def _table11(c: _Context) -> Block:
@@ -776,6 +969,7 @@ def _table11(c: _Context) -> Block:
         f"value and setting, temperature {c.default_t:g}; the last row is the mean over values.",
     )
     e = c.t["expression"]
+    b.published = c.published_lines("table_11")
     if s.empty:
         b.note = (
             "Not configured: no ORPO adapters in this run."
@@ -788,21 +982,31 @@ def _table11(c: _Context) -> Block:
         runs.itertuples(index=False, name=None),
         key=lambda r: (c.model_order(s["model"].astype(str)).index(r[0]), r[1], str(r[2])),
     )
-    t = Table(
-        "sb-robustness-orpo",
-        [
-            "Value",
-            *(f"{m} (ORPO β {fmt_beta(bo)}, {SETTING_NAMES.get(st, st)})" for m, bo, st in runs),
-        ],
-    )
+    pub = c.published_rows("table_11", "value")
+    # the published column stands beside each run of the paper's ORPO model
+    want = c.pub.data["setup"].get("orpo_model") if c.pub and pub is not None else None
+    paper = [pub is not None and c.pub is not None and c.pub.hf(m) == want for m, _, _ in runs]
+    cols = []
+    for (m, bo, st), beside in zip(runs, paper, strict=True):
+        cols.append(f"{m} (ORPO β {fmt_beta(bo)}, {SETTING_NAMES.get(st, st)})")
+        if beside:
+            cols.append(f"{m}, published")
+    t = Table("sb-robustness-orpo", ["Value", *cols])
     t.caption = f"Judge: {c.judge(EXPRESSION_BENCH)}"
     key = {(r.model, r.beta_orpo, r.setting, r.value): r.r for r in s.itertuples(index=False)}
     for v in c.value_order(s["value"].astype(str)):
-        t.add([v, *(fmt_num(key.get((m, bo, st, v))) for m, bo, st in runs)])
+        cells = []
+        for (m, bo, st), beside in zip(runs, paper, strict=True):
+            cells.append(fmt_num(key.get((m, bo, st, v))))
+            if beside:
+                cells.append(fmt_num((pub or {}).get(v, {}).get("r"), 6))
+        t.add([v, *cells])
     means = []
-    for m, bo, st in runs:
+    for (m, bo, st), beside in zip(runs, paper, strict=True):
         part = s[(s["model"] == m) & (s["beta_orpo"] == bo) & (s["setting"] == st)]["r"].dropna()
         means.append(fmt_num(part.mean() if len(part) else math.nan))
+        if beside:
+            means.append(fmt_num(published_b.mean([float(p["r"]) for p in (pub or {}).values()])))
     t.add(["Mean", *means], cls="total")
     b.table = t
     return b
@@ -850,7 +1054,8 @@ def section(tables: Mapping[str, pd.DataFrame], info: Mapping[str, Any] | None) 
 
     `info`: judges (benchmark -> judge name), main_beta, models (display order) and notes
     (a string or a list); optional values (display order), default_temperature, benchmarks
-    (the selected ones) and qa (whether QA runs).
+    (the selected ones), qa (whether QA runs) and published (the paper's figures' file and
+    this run's setup: valueharms.studyb.plan.published_info).
     """
     info = dict(info or {})
     c = _Context(tables, info)
@@ -870,5 +1075,6 @@ def section(tables: Mapping[str, pd.DataFrame], info: Mapping[str, Any] | None) 
         ),
         "judges": judges,
         "notes": notes,
+        "published": c.pub.summary() if c.pub else [],
         "blocks": blocks,
     }

@@ -540,3 +540,64 @@ def eval_dataset(config: dict[str, Any], name: str, download_dir: str) -> tuple[
     if check is not None:
         check(over)
     return dataset(config, name, download_dir)
+
+
+# --- the report: what the published figures are matched against -------------------------
+
+
+def hf_id(config: dict[str, Any], model: str) -> str:
+    """A model's Hugging Face id (models.<key>.hf_id), else its API name, else its key."""
+    spec = config["models"].get(model) or {}
+    return str(spec.get("hf_id") or spec.get("name") or model)
+
+
+def report_setup(config: dict[str, Any]) -> dict[str, Any]:
+    """This run's Study B setup as valueharms.report.published_b matches it against the
+    paper's (resources/published/study_b.yaml, `setup` and each table's `needs`)."""
+    sb, ev = config["studyb"], config["studyb"]["eval"]
+    trained, orpo = train_models(config), orpo_models(config)
+    robust = robustness_model(config) if ev["temperatures"] or ev["robustness_model"] else None
+    extractor = extract_model(config)
+    verifier = verify_model(config) if sb["verify"]["enabled"] else None
+    return {
+        "models": {m: hf_id(config, m) for m in dict.fromkeys([*trained, *orpo])},
+        "trained": trained,
+        "kinds": {m: model_kind(config, m) for m in trained},
+        "values": list(values(config).values()),
+        "betas": [float(b) for b in sb["train"]["betas"]],
+        "main_beta": main_beta(config),
+        "extractor": {
+            "model": extractor,
+            "hf_id": hf_id(config, extractor),
+            "mode": sb["extract"]["mode"],
+        },
+        "verifier": (
+            None if verifier is None else {"model": verifier, "hf_id": hf_id(config, verifier)}
+        ),
+        "sources": list(sb["sources"]),
+        "n_per_source": sb["n_per_source"],
+        "orpo_models": orpo,
+        "robustness_model": robust,
+        "temperatures": [float(t) for t in ev["temperatures"]],
+        "qa_tasks": list(sb["qa"]["tasks"]) if sb["qa"]["enabled"] else [],
+    }
+
+
+def published_info(config: dict[str, Any]) -> dict[str, Any]:
+    """The report's `published` entry: the published file (studyb.report.published), its
+    sha256 (so that editing it reruns the report) and this run's setup."""
+    import hashlib
+    from pathlib import Path
+
+    path = config["studyb"]["report"]["published"]
+    p = Path(path)
+    digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    return {"path": path, "sha256": digest, "run": report_setup(config)}
+
+
+def with_published(info: dict[str, Any] | None, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The report's Study B info (valueharms.planner.Plan.studyb_report_info) with the
+    published figures' entry; None stays None (Study B's evaluation is off)."""
+    if info is None:
+        return None
+    return {**info, "published": published_info(config)}
