@@ -53,6 +53,25 @@ def left_pad(rows: list[list[int]], pad_id: int) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def _cache_kwarg(model: Any) -> str:
+    """The name a model's forward takes a key/value cache by: `cache` since transformers
+    5 renamed it (`past_key_values` is deprecated there and warns), the old name before."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return (
+        "cache"
+        if "cache" in inspect.signature(type(base).forward).parameters
+        else "past_key_values"
+    )
+
+
+def _cache_of(output: Any) -> Any:
+    """A forward pass's key/value cache, under either name (see _cache_kwarg)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 # Heads shorter than this are computed with the rest of the prompt: reuse would not pay.
 MIN_HEAD = 16
 
@@ -124,6 +143,7 @@ class HFBackend(LocalBackend):
                 model.load_adapter(str(path), adapter_name=name)
             self._adapter_revisions[name] = model_revision(self.base_dir, path)
         self.model = model.to(self.device).eval()
+        self._cache_kw = _cache_kwarg(self.model)
 
     def generate(self, requests: list[Request]) -> list[Response]:
         out: dict[str, Response] = {}
@@ -212,7 +232,7 @@ class HFBackend(LocalBackend):
                 logits_to_keep=1,
             )
             logp_first = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
-            cache = first.past_key_values
+            cache = _cache_of(first)
             cache.batch_repeat_interleave(n_c)
             mask = torch.cat(
                 [
@@ -228,7 +248,7 @@ class HFBackend(LocalBackend):
                 **rest_kw,
                 input_ids=tail.repeat(len(rows), 1),
                 attention_mask=mask,
-                past_key_values=cache,
+                **{self._cache_kw: cache},
                 position_ids=pos,
             )
             logp_rest = torch.log_softmax(rest.logits.float(), dim=-1).view(
@@ -258,7 +278,7 @@ class HFBackend(LocalBackend):
         if reused is None:
             enc = left_pad(rows, self.tokenizer.pad_token_id)
         else:
-            enc, cache_kw["past_key_values"] = reused
+            enc, cache_kw[self._cache_kw] = reused
         enc = {k: v.to(self.device) for k, v in enc.items()}
         kwargs: dict[str, Any] = {
             "max_new_tokens": s.max_new_tokens,
@@ -347,7 +367,7 @@ class HFBackend(LocalBackend):
                 use_cache=True,
                 logits_to_keep=1,
             )
-        layers = getattr(out.past_key_values, "layers", None)
+        layers = getattr(_cache_of(out), "layers", None)
         if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
             return None
         width = mask.shape[1]
