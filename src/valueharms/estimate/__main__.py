@@ -65,14 +65,19 @@ def main(argv: list[str] | None = None) -> int:
         over["mfu"] = {k: v for k, v in mfu.items() if v is not None}
     if args.chars_per_token is not None:
         over["chars_per_token"] = args.chars_per_token
-    # The loaders log every dropped or kept row; the estimate needs only the counts.
-    logging.getLogger("valueharms").setLevel(logging.ERROR)
+    # The loaders log every dropped or kept row; the estimate needs only the counts. The
+    # level is restored after: main() also runs inside other programs (and tests).
+    quiet = logging.getLogger("valueharms")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         config = load_config(args.configfile, over)
         est = run(config, args.configfile or ["config/demo.yaml"], args.gpu, args.tokenizer)
     except (ConfigError, DataError, EstimateError) as err:
         print(f"valueharms.estimate: {err}", file=sys.stderr)
         return 2
+    finally:
+        quiet.setLevel(level)
     out = json.dumps(est.as_dict(), indent=2) + "\n" if args.format == "json" else est.text()
     sys.stdout.write(out)
     if args.out:
