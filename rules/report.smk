@@ -39,6 +39,10 @@ rule report:
             if SUBJECTS
             else []
         ),
+        # judges.agreement: one table per benchmark compared (none when it is off).
+        agreement=expand(
+            "results/agreement/{benchmark}.parquet", benchmark=list(PLAN.agreement)
+        ),
         studyb_tables=SB_TABLES,
         bases=sorted(
             {plan.base_dir(s.base) for s in SUBJECTS}

@@ -273,9 +273,17 @@ def test_demo_rerun_touch_and_changes(demo: Path) -> None:
     tmpl.write_text(original + "Be brief.\n")
     out = smk(demo, "-n", "--profile", "profiles/local")
     # The HEx-PHI judge jobs: vanilla (+ its 3 mitigation runs), ICL (3 subjects), VIM
-    # (3 + 6 mitigation runs); then each of those 16 subjects' own judgments.
+    # (3 + 6 mitigation runs); then each of those 16 subjects' own judgments, and the
+    # judge agreement on HEx-PHI, which reads them (judges.agreement).
     assert job_counts(out.stdout) == Counter(
-        judge=3, subject_judgments=7 + 9, metrics=1, stats=1, mitigation=1, report=1, all=1
+        judge=3,
+        subject_judgments=7 + 9,
+        agreement=1,
+        metrics=1,
+        stats=1,
+        mitigation=1,
+        report=1,
+        all=1,
     )
     assert all(
         "hexphi" in o or "stats" in o or "report" in o

@@ -223,6 +223,8 @@ class ReportInputs:
     # Failures: by reason (metrics and mitigation stages), the mitigation runs' counts.
     failure_reasons: Sequence[str] = ()
     mitigation_metrics: str | None = None
+    # judges.agreement: one table per benchmark compared (valueharms.judge.agreement).
+    agreement: Sequence[str] = ()
 
 
 def report(
@@ -271,6 +273,7 @@ def report(
             failures=_failures(inputs),
             load_reports=[read_json(p) for p in inputs.load_reports],
             min_scored_share=config["report"]["min_scored_share"],
+            agreement=_agreement(inputs, config),
         )
     build_report(
         provenance(config, config_hash, judge_names, base_dirs, m, studyb_info),
@@ -279,6 +282,19 @@ def report(
         studyb_tables=sb,
         studyb_info=studyb_info,
     )
+
+
+def _agreement(inputs: ReportInputs, config: dict[str, Any]) -> pd.DataFrame | None:
+    """The judge-agreement tables, one row per benchmark; None when judges.agreement is off
+    (the report then says how to turn it on)."""
+    from valueharms.judge.agreement import AGREEMENT_SCHEMA
+
+    if not config.get("judges", {}).get("agreement", {}).get("enabled"):
+        return None
+    frames = [read_table(p, AGREEMENT_SCHEMA) for p in inputs.agreement]
+    if not frames:
+        return AGREEMENT_SCHEMA.empty_table().to_pandas()
+    return pd.concat(frames, ignore_index=True)
 
 
 def _failures(inputs: ReportInputs) -> FailureData:
@@ -311,6 +327,7 @@ def report_job(job: Job) -> None:
         load_reports=job.input.list("load_reports"),
         failure_reasons=job.input.list("failure_reasons"),
         mitigation_metrics=job.input.get("mitigation_metrics"),
+        agreement=job.input.list("agreement"),
     )
     p = job.params
     report(

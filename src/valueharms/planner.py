@@ -13,6 +13,7 @@ from typing import Any
 
 from valueharms import benchmarks, mitigation
 from valueharms import plan as P
+from valueharms.judge import agreement_plan
 from valueharms.judge.select import JudgeSpec, judge_spec
 from valueharms.studyb import induction
 from valueharms.studyb import plan as sbplan
@@ -95,10 +96,16 @@ class Plan:
     group_of_item: dict[tuple[str, str, str], str] = field(default_factory=dict)
     sb_subject_of: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     judges: dict[str, JudgeSpec] = field(default_factory=dict)
+    # judges.agreement: the second judge per benchmark compared (none when it is off)
+    agreement: dict[str, agreement_plan.AgreementSpec] = field(default_factory=dict)
 
     @property
     def benchmarks(self) -> list[str]:
         return self.config["benchmarks"]["select"]
+
+    def agreement_of(self, benchmark: str) -> agreement_plan.AgreementSpec:
+        """judges.agreement's comparison on a benchmark (rules/agreement.smk)."""
+        return agreement_plan.spec_of(self.agreement, benchmark)
 
     @property
     def mit_from_correlations(self) -> bool:
@@ -297,6 +304,7 @@ def build(config: dict[str, Any]) -> Plan:
         b: judge_spec(b, config, plan.templates, plan.sb_templates, sbp)
         for b in (*P.BENCHMARKS, *sbp.eval_benchmarks)
     }
+    plan.agreement = agreement_plan.build(config, plan.judges, bool(subjects))
     return plan
 
 

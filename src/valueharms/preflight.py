@@ -55,7 +55,7 @@ def _allowed(key: str) -> set[str] | None:
         return _FIELDS[key]
     if key.startswith("benchmarks.") and key.endswith(".template"):
         return {"prompt"}
-    if key.startswith("judges.templates."):
+    if key.startswith(("judges.templates.", "judges.agreement.second.templates.")):
         name = key.rsplit(".", 1)[1]
         for b in benchmarks.all_benchmarks():
             v = b.verdicts
@@ -95,6 +95,8 @@ def _api_models(plan: Plan) -> Iterator[tuple[str, str, str]]:
     for spec in plan.judges.values():
         if spec.model:
             yield _MODEL_KEY.get(spec.kind, f"judges ({spec.name})"), spec.model, "judge"
+    for agreement in plan.agreement.values():  # judges.agreement's second judge
+        yield "judges.agreement.second.model", agreement.second.model, "agreement"
     if plan.sb.enabled and plan.sb.extract_model:
         yield "studyb.extract.model", plan.sb.extract_model, "studyb_extract"
     if plan.sb.enabled and plan.sb.verify and plan.sb.verify_model:
@@ -171,6 +173,7 @@ def problems(
     only what the jobs of those rules need (a data-only target needs no API key)."""
     env = dict(os.environ) if env is None else env
     texts = {**plan.templates, **{_SB_KEYS.get(k, k): t for k, t in plan.sb_templates.items()}}
+    texts |= {a.template_key: a.second.template for a in plan.agreement.values()}
     found = key_problems(plan, env) + classifier_problems(plan)
     out = [line for needs, line in found if rules is None or needs & rules]
     for key, text in sorted(texts.items()):

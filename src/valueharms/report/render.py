@@ -629,6 +629,8 @@ class StudyAData:
     load_reports: list[dict[str, Any]] | None = None
     # report.min_scored_share: numbers on a smaller share of their items scored are marked
     min_scored_share: float = 0.0
+    # judges.agreement's table (valueharms.judge.agreement.AGREEMENT_SCHEMA); None: off
+    agreement: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -681,6 +683,40 @@ def _data_table(reports: list[dict[str, Any]]) -> Table:
     return t
 
 
+def _agreement_table(agreement: pd.DataFrame | None) -> Table | None:
+    """Judge agreement per benchmark: both judges, the pairs, Cohen's kappa (weighted or
+    not) with its bootstrap interval, the share of identical verdicts and the rows left out
+    (failed / unparsed) per judge. None when judges.agreement is off."""
+    if agreement is None:
+        return None
+    levels = sorted(agreement["confidence"].unique()) if len(agreement) else [0.95]
+    ci = f"{levels[0] * 100:g}% CI" if len(levels) == 1 else "CI"
+    cols = ["Benchmark", "First judge", "Second judge", "Sampled", "Pairs", "κ", "Weights"]
+    left = [f"Left out, {j} judge (failed / unparsed)" for j in ("first", "second")]
+    cols += [ci, "Agreement", *left]
+    t = Table("agreement", [*cols, "Note"])
+    order = {b: i for i, b in enumerate(_ordered(agreement["benchmark"], BENCH_ORDER))}
+    rows = agreement.sort_values("benchmark", key=lambda c: c.map(order), kind="stable")
+    for r in rows.itertuples(index=False):
+        defined = not _isnan(r.kappa)
+        interval = f"[{fmt_num(r.ci_low)}, {fmt_num(r.ci_high)}]" if defined else DASH
+        if len(levels) > 1 and defined:
+            interval += f" ({r.confidence * 100:g}%)"
+        t.add(
+            [bench_name(str(r.benchmark)), str(r.first_judge), str(r.second_judge)]
+            + [
+                fmt_int(r.n_sampled),
+                fmt_int(r.n_pairs),
+                fmt_num(r.kappa) if defined else "undefined",
+            ]
+            + [str(r.weights), interval, DASH if _isnan(r.agreement) else f"{r.agreement:.1%}"]
+            + [f"{r.first_failed} / {r.first_unparsed}", f"{r.second_failed} / {r.second_unparsed}"]
+            + ["" if r.note is None or _isnan(r.note) else str(r.note)],
+            cls="" if defined else "fail",
+        )
+    return t
+
+
 def _with_mitigation(data: StudyAData) -> pd.DataFrame:
     extra = data.failures.mitigation if data.failures else None
     if extra is None or extra.empty:
@@ -729,6 +765,7 @@ def _study_a(data: StudyAData) -> dict[str, Any]:
         failure_reasons=_reasons_table(data.failures.reasons if data.failures else None),
         protocol=_protocol_table(data.protocol or []),
         data=_data_table(data.load_reports or []),
+        agreement=_agreement_table(data.agreement),
     )
 
 
