@@ -423,8 +423,11 @@ def test_the_configured_judge_as_its_own_second_is_refused(monkeypatch: pytest.M
     same = {"judges": {"agreement": {"second": {"templates": {}}}}}
     cfg = deep_merge(load_yaml(ROOT / "config/demo.yaml"), same)
     cfg["judges"]["agreement"]["second"]["templates"] = {}
+    # By default such benchmarks are left out (nothing to compare); listed, an error.
+    assert plan.build(validate(cfg)).agreement == {}
+    cfg["judges"]["agreement"]["benchmarks"] = ["hexphi"]
     with pytest.raises(
-        ConfigError, match=r"'judges.agreement.second': on \w+ it is the configured"
+        ConfigError, match=r"'judges.agreement.second': on hexphi it is the configured"
     ):
         plan.build(validate(cfg))
     cfg["judges"]["agreement"]["second"]["mode"] = "generate"  # another mode: accepted

@@ -434,8 +434,10 @@ def run_job(job: Job) -> None:
     from valueharms.plan import drop_subject_files
 
     p = job.params
-    subjects = [(m["model_id"], m["condition"]) for m in p["members"]]
-    drop_subject_files(job.wildcards["benchmark"], subjects, ["generations", "judgments"])
+    benchmark = job.wildcards.get("benchmark")  # absent when a job is run by hand
+    if benchmark:
+        subjects = [(m["model_id"], m["condition"]) for m in p["members"]]
+        drop_subject_files(benchmark, subjects, ["generations", "judgments"])
     members = []
     for m in p["members"]:
         m = dict(m)

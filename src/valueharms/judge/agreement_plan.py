@@ -162,6 +162,10 @@ def _template(benchmark: str, config: dict[str, Any]) -> tuple[str, str]:
     return f"judges.templates.{name}", judges["templates"][name]
 
 
+class SameJudgeError(ConfigError):
+    """The second judge on a benchmark is the configured one."""
+
+
 def second_judge(benchmark: str, config: dict[str, Any], first: JudgeSpec) -> AgreementSpec:
     """The comparison on one benchmark; a ConfigError when the second judge is the
     configured one (same settings and prompt: its kappa would be 1 by construction)."""
@@ -176,7 +180,7 @@ def second_judge(benchmark: str, config: dict[str, Any], first: JudgeSpec) -> Ag
     if first.kind == "llm" and first.template == template:
         same = [k for k in settings if k != "batch_size" and settings[k] != first.settings.get(k)]
         if not same:
-            raise ConfigError(
+            raise SameJudgeError(
                 f"config key '{KEY}.second': on {benchmark} it is the configured judge (same "
                 "model, mode, settings and prompt), whose kappa is 1 by construction; set "
                 "another model, mode or prompt (judges.agreement.second.templates)"
@@ -207,7 +211,18 @@ def build(
     second_settings(config)  # its errors name the key even with nothing to compare
     if not has_subjects:
         return {}
-    return {b: second_judge(b, config, judges[b]) for b in selected(config)}
+    listed = config["judges"]["agreement"]["benchmarks"] is not None
+    out = {}
+    for b in selected(config):
+        try:
+            out[b] = second_judge(b, config, judges[b])
+        except SameJudgeError:
+            # By default every LLM-judged benchmark is compared, but one whose second
+            # judge differs in nothing (e.g. a new benchmark with no second prompt) has
+            # nothing to compare; a listed one is the user's request: an error.
+            if listed:
+                raise
+    return out
 
 
 def spec_of(specs: Mapping[str, AgreementSpec], benchmark: str) -> AgreementSpec:
