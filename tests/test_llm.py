@@ -604,3 +604,17 @@ def test_shared_heads_give_the_texts_of_whole_prompts(
     s = Sampling(max_new_tokens=5)
     texts = {r.key: r.texts[0] for r in whole.generate(headed_requests(s, HELD_OUT))}
     assert sum(texts[f"s0-{i}"] != texts[f"s1-{i}"] for i in range(len(HELD_OUT))) >= 3
+
+
+def test_a_head_cache_smaller_than_one_batch_still_serves_it(tiny_model_dir) -> None:
+    """Heads evicted by the cache's byte bound while their own batch is laid out are still
+    used for it: the answers equal those of whole prompts, none fails."""
+    from valueharms.llm.hf import HFBackend
+
+    tight = HFBackend("tiny", tiny_model_dir, threads=2)
+    tight.heads.max_bytes = 1  # keeps only the newest head
+    whole = HFBackend("tiny", tiny_model_dir, threads=2, prefix_reuse=False)
+    reqs_ = [r for r in headed_requests(Sampling(max_new_tokens=4), HELD_OUT[:2]) if not r.adapter]
+    got = tight.generate(reqs_)
+    assert all(r.status == STATUS_OK for r in got)
+    assert [r.texts for r in got] == [r.texts for r in whole.generate(reqs_)]

@@ -327,13 +327,17 @@ class HFBackend(LocalBackend):
             (a, tuple(r[:n])) if n >= MIN_HEAD else None
             for r, a, n in zip(rows, adapters, heads, strict=True)
         ]
-        new = [k for k in dict.fromkeys(keys) if k is not None and self.heads.get(k) is None]
+        # This batch's heads are held here: putting new ones may evict older ones of the
+        # same batch from the cache (its byte bound), and they are still needed below.
+        held = {k: self.heads.get(k) for k in dict.fromkeys(keys) if k is not None}
+        new = [k for k, layers in held.items() if layers is None]
         if new:
             computed = self._head_layers(new)
             if computed is None:  # a cache this code cannot lay out (sliding windows)
                 return None
             for key, layers in zip(new, computed, strict=True):
                 self.heads.put(key, layers)
+                held[key] = layers
         lens = [len(k[1]) if k else 0 for k in keys]
         width, rest = max(lens), max(len(r) - n for r, n in zip(rows, lens, strict=True))
         pad = self.tokenizer.pad_token_id
@@ -346,7 +350,7 @@ class HFBackend(LocalBackend):
             tail = row[n:]
             ids[i, width + rest - len(tail) :] = torch.tensor(tail)
             mask[i, width + rest - len(tail) :] = 1
-        cache = self._assemble(keys, width, n_draw)
+        cache = self._assemble([held.get(k) if k else None for k in keys], width, n_draw)
         return {"input_ids": ids, "attention_mask": mask}, cache
 
     def _head_layers(self, keys: list[tuple[str, tuple[int, ...]]]) -> list[list[Any]] | None:
@@ -377,21 +381,22 @@ class HFBackend(LocalBackend):
             for i, r in enumerate(rows)
         ]  # fmt: skip
 
-    def _assemble(self, keys: list[Any], width: int, n_draw: int) -> Any:
-        """A DynamicCache over the first `width` columns: row i's head right-aligned, zeros
-        (masked) before it; each row repeated n_draw times, as generate() expands rows."""
+    def _assemble(self, heads: list[Any], width: int, n_draw: int) -> Any:
+        """A DynamicCache over the first `width` columns: row i's head (its per-layer keys
+        and values, None: no head) right-aligned, zeros (masked) before it; each row
+        repeated n_draw times, as generate() expands rows."""
         import torch
         from transformers import DynamicCache
 
-        some = next(self.heads.get(k) for k in keys if k is not None)
+        some = next(h for h in heads if h is not None)
         cache = DynamicCache()
         for layer, (k0, v0) in enumerate(some):
-            shape = (len(keys), k0.shape[1], width, k0.shape[3])
+            shape = (len(heads), k0.shape[1], width, k0.shape[3])
             k_all = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
             v_all = torch.zeros(shape, dtype=v0.dtype, device=v0.device)
-            for i, key in enumerate(keys):
-                if key is not None:
-                    k, v = self.heads.get(key)[layer]
+            for i, head in enumerate(heads):
+                if head is not None:
+                    k, v = head[layer]
                     k_all[i, :, width - k.shape[2] :] = k[0]
                     v_all[i, :, width - v.shape[2] :] = v[0]
             if n_draw > 1:
