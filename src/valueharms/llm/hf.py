@@ -375,8 +375,11 @@ class HFBackend(LocalBackend):
         if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
             return None
         width = mask.shape[1]
+        # Copies, not views: a view would keep the whole padded batch alive, beyond what
+        # HeadCache counts against its byte bound.
         return [
-            [(la.keys[i : i + 1, :, width - len(r) :], la.values[i : i + 1, :, width - len(r) :])
+            [(la.keys[i : i + 1, :, width - len(r) :].clone(),
+              la.values[i : i + 1, :, width - len(r) :].clone())
              for la in layers]
             for i, r in enumerate(rows)
         ]  # fmt: skip
