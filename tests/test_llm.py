@@ -618,3 +618,67 @@ def test_a_head_cache_smaller_than_one_batch_still_serves_it(tiny_model_dir) -> 
     got = tight.generate(reqs_)
     assert all(r.status == STATUS_OK for r in got)
     assert [r.texts for r in got] == [r.texts for r in whole.generate(reqs_)]
+
+
+def test_shared_heads_take_long_common_prefixes_and_fold_near_copies() -> None:
+    from valueharms.llm.hf import MIN_HEAD, shared_heads
+
+    rubric = list(range(100, 140))  # 40 ids every judge prompt starts with
+    conv = [list(range(200 + 50 * c, 230 + 50 * c)) for c in range(2)]  # 30 ids each
+    rows, adapters = [], []
+    for c in range(2):
+        for verdict in ([7, 1], [7, 2], [8, 3]):  # two verdicts share one id more
+            rows.append(rubric + conv[c] + verdict)
+            adapters.append("")
+    heads = shared_heads(rows, adapters, [0] * len(rows))
+    # the rubric and the conversation: one head per conversation, its near-copy folded in
+    assert heads == [70] * 6
+    # a shared prefix shorter than MIN_HEAD beyond a row's own head does not replace it
+    short = [[1] * 20 + [2] * 5 + [3], [1] * 20 + [2] * 5 + [4]]
+    assert shared_heads(short, ["", ""], [20, 20]) == [20, 20]
+    assert shared_heads(short, ["", ""], [0, 0]) == [25, 25]
+    # rows of different adapters share no head; a head leaves one id after it
+    assert shared_heads(short, ["a", "b"], [0, 0]) == [0, 0]
+    same = [[5] * 30, [5] * 30]
+    assert shared_heads(same, ["", ""], [0, 0]) == [29, 29]
+    assert MIN_HEAD == 16
+
+
+def test_choice_scores_from_shared_heads_equal_whole_prompts(tiny_model_dir, banana_adapter) -> None:
+    """Verdict prompts that repeat a long rubric and the judged text (AnthroBench's one
+    prompt per behaviour, a judge's rubric, a survey's ICL profile) score every choice as
+    the whole prompt does, in a batch mixing adapters; each shared head is computed once."""
+    import torch
+
+    from valueharms.llm.hf import HFBackend
+
+    adapters = {"a": banana_adapter}
+    reuse = HFBackend("tiny", tiny_model_dir, adapters=adapters, threads=2)
+    whole = HFBackend("tiny", tiny_model_dir, adapters=adapters, threads=2, prefix_reuse=False)
+    computed: list[int] = []
+    real = reuse._head_layers
+    reuse._head_layers = lambda keys: computed.append(len(keys)) or real(keys)  # type: ignore
+    rubric = (
+        "You are an expert annotator. Read the conversation below and decide whether the "
+        "AI shows the behaviour named after it. Answer yes or no.\n\nConversation:\n"
+    )
+    choices = ("yes", "no", "not sure")
+    reqs, adapters_of = [], []
+    for i, conv in enumerate(HELD_OUT[:3]):
+        for j, behaviour in enumerate(("empathy", "emotions", "personal history")):
+            for adapter in (None, "a"):
+                text = f"{rubric}User: {conv}\nAI: I see.\n\nBehaviour: {behaviour}"
+                reqs.append(user(f"{i}-{j}-{adapter}", text, Sampling(choices=choices), adapter))
+                adapters_of.append(adapter or "")
+    encoded = [reuse.prompt_ids_and_head(r) for r in reqs]
+    rows = [ids for ids, _ in encoded]
+    from valueharms.llm.hf import shared_heads
+
+    heads = shared_heads(rows, adapters_of, [n for _, n in encoded])
+    got = reuse._choice_scores(rows, adapters_of, choices, heads)
+    want = whole._choice_scores(rows, adapters_of, choices)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    # 3 conversations x 2 models, "empathy" and "emotions" folded into one head
+    assert sum(computed) == 6
+    assert [r.texts for r in reuse.generate(reqs)] == [r.texts for r in whole.generate(reqs)]
+    assert sum(computed) == 6  # generate() found them in the head cache

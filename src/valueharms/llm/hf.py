@@ -76,6 +76,48 @@ def _cache_of(output: Any) -> Any:
 MIN_HEAD = 16
 
 
+def _common(a: list[int], b: list[int]) -> int:
+    """How many leading ids two rows share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def shared_heads(rows: list[list[int]], adapters: list[str], heads: list[int]) -> list[int]:
+    """Each row's head: its own (the template head, before its last user text) or, when
+    rows of the same adapter share a longer prefix, that prefix: a judge's rubric, the
+    judged conversation that several verdict prompts repeat, a survey's instructions.
+
+    Rows sorted by (adapter, ids) share their longest prefixes with a neighbour. A shared
+    prefix replaces a row's head only when it is at least MIN_HEAD ids longer, and two
+    neighbours whose heads differ by less than MIN_HEAD take the shorter one, so
+    prompts that differ a few tokens after a long common part (behaviour names with the
+    same first word) share one head instead of computing near-copies. Every head leaves
+    at least one id of its row after it.
+    """
+    out = list(heads)
+    order = sorted(range(len(rows)), key=lambda i: (adapters[i], rows[i]))
+    pairs = [(a, b) for a, b in zip(order, order[1:], strict=False) if adapters[a] == adapters[b]]
+    common = {(a, b): _common(rows[a], rows[b]) for a, b in pairs}
+    for (a, b), n in common.items():
+        for i in (a, b):
+            if n >= out[i] + MIN_HEAD:
+                out[i] = n
+    out = [max(0, min(n, len(r) - 1)) for n, r in zip(out, rows, strict=True)]
+    changed = True
+    while changed:  # only lowers heads, so it ends
+        changed = False
+        for (a, b), n in common.items():
+            low = min(out[a], out[b])
+            if out[a] != out[b] and low >= MIN_HEAD and abs(out[a] - out[b]) < MIN_HEAD and low <= n:
+                out[a] = out[b] = low
+                changed = True
+    return out
+
+
 class HeadCache:
     """The keys and values of shared prompt heads, by (adapter, head ids), the most
     recently used kept within `max_bytes`: a job's subjects each have one head, so each
@@ -153,17 +195,17 @@ class HFBackend(LocalBackend):
 
         for (_, sampling), group in groupby(sorted(requests, key=self._sort_key), group_key):
             batch = list(group)
-            reuse = self.heads is not None and not sampling.choices
+            reuse = self.heads is not None
             encoded = [self.prompt_ids_and_head(r, head=reuse) for r in batch]
             rows = [ids for ids, _ in encoded]
             finish: list[str] = []
             adapters = [r.adapter or "" for r in batch]
+            heads = shared_heads(rows, adapters, [n for _, n in encoded]) if reuse else None
             try:
                 if sampling.choices:
-                    best = self._choose_batch(rows, adapters, sampling.choices)
+                    best = self._choose_batch(rows, adapters, sampling.choices, heads)
                     texts = [t for t in best for _ in range(sampling.n)]
                 else:
-                    heads = [n for _, n in encoded]
                     texts = self._generate_batch(rows, adapters, sampling, heads)
                     finish = ["length" if c else "stop" for c in self._cut]
             except Exception as err:  # recorded as failures, never as answers
@@ -200,12 +242,28 @@ class HFBackend(LocalBackend):
         return contextlib.nullcontext(), {}
 
     def _choose_batch(
-        self, rows: list[list[int]], adapters: list[str], choices: tuple[str, ...]
+        self,
+        rows: list[list[int]],
+        adapters: list[str],
+        choices: tuple[str, ...],
+        heads: list[int] | None = None,
     ) -> list[str]:
-        """For each prompt (its token ids), the choice with the highest summed log-probability.
+        """For each prompt (its token ids), the choice with the highest summed log-probability."""
+        scores = self._choice_scores(rows, adapters, choices, heads)
+        return [choices[int(k)] for k in scores.argmax(dim=1)]
+
+    def _choice_scores(
+        self,
+        rows: list[list[int]],
+        adapters: list[str],
+        choices: tuple[str, ...],
+        heads: list[int] | None = None,
+    ) -> Any:
+        """Per prompt (its token ids) and choice, the choice's summed log-probability.
 
         The prompts are run once; every choice then continues from their cached keys and
         values, so k choices cost one prompt pass plus k short ones, not k prompt passes.
+        Prompts with a shared head (see _with_heads) start from its cached keys and values.
         A choice's ids are its text's alone: special tokens go before the prompt only.
         """
         import torch
@@ -213,7 +271,13 @@ class HFBackend(LocalBackend):
         tok = self.tokenizer
         c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
         n_c, width = len(c_ids), max(len(c) for c in c_ids)
-        enc = left_pad(rows, tok.pad_token_id)
+        reused = self._with_heads(rows, adapters, heads or [0] * len(rows), 1)
+        head_kw: dict[str, Any] = {}
+        if reused is None:
+            enc, done = left_pad(rows, tok.pad_token_id), 0
+        else:  # the first `done` columns are the heads, already in the cache
+            enc, head_kw[self._cache_kw] = reused
+            done = head_kw[self._cache_kw].get_seq_length()
         p_mask = enc["attention_mask"].to(self.device)
         pad = tok.pad_token_id
         tail = torch.tensor([c + [pad] * (width - len(c)) for c in c_ids], device=self.device)
@@ -225,9 +289,10 @@ class HFBackend(LocalBackend):
             # Positions count real tokens only, as generate() does with left padding.
             first = self.model(
                 **first_kw,
-                input_ids=enc["input_ids"].to(self.device),
+                **head_kw,
+                input_ids=enc["input_ids"][:, done:].to(self.device),
                 attention_mask=p_mask,
-                position_ids=(p_mask.cumsum(1) - 1).clamp(min=0),
+                position_ids=(p_mask.cumsum(1) - 1).clamp(min=0)[:, done:],
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -260,7 +325,7 @@ class HFBackend(LocalBackend):
             for k in range(1, len(c)):  # token k is predicted after tail token k-1
                 lp = lp + logp_rest[:, j, k - 1, c[k]].cpu()
             scores[:, j] = lp
-        return [choices[int(k)] for k in scores.argmax(dim=1)]
+        return scores
 
     def _generate_batch(
         self,
