@@ -644,7 +644,9 @@ def test_shared_heads_take_long_common_prefixes_and_fold_near_copies() -> None:
     assert MIN_HEAD == 16
 
 
-def test_choice_scores_from_shared_heads_equal_whole_prompts(tiny_model_dir, banana_adapter) -> None:
+def test_choice_scores_from_shared_heads_equal_whole_prompts(
+    tiny_model_dir, banana_adapter
+) -> None:
     """Verdict prompts that repeat a long rubric and the judged text (AnthroBench's one
     prompt per behaviour, a judge's rubric, a survey's ICL profile) score every choice as
     the whole prompt does, in a batch mixing adapters; each shared head is computed once."""

@@ -7,7 +7,9 @@ imported here lazily, so an environment without vllm or a network still runs hf.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,17 @@ from typing import Any
 from valueharms.llm.interface import Backend
 
 LOCAL_BACKENDS = ("hf", "vllm")
+
+log = logging.getLogger(__name__)
+
+
+def since_process_start() -> float:
+    """Seconds since this process started (interpreter start-up and imports included)."""
+    try:
+        import psutil  # snakemake's and vllm's dependency, not declared by us
+    except ImportError:
+        return float("nan")
+    return time.time() - psutil.Process().create_time()
 
 
 def make_backend(
@@ -97,8 +110,12 @@ class BackendSetup:
     threads: int | None = None
 
     def make(self, adapters: dict[str, str | Path] | None = None) -> Backend:
-        """The backend, with `adapters` (name -> directory) loaded onto the base model."""
-        return make_backend(
+        """The backend, with `adapters` (name -> directory) loaded onto the base model.
+
+        Logs the job's start-up: the time before the load (interpreter, imports, reading
+        inputs) and the load itself, which every job pays before its first token."""
+        before, t0 = since_process_start(), time.perf_counter()
+        backend = make_backend(
             self.model_id,
             dict(self.spec),
             self.kind,
@@ -108,3 +125,11 @@ class BackendSetup:
             self.threads,
             self.cache_dir,
         )
+        log.info(
+            "start-up: %.1f s before the backend, %.1f s to load %s with %d adapters",
+            before,
+            time.perf_counter() - t0,
+            self.model_id,
+            len(adapters or {}),
+        )
+        return backend

@@ -111,8 +111,8 @@ def shared_heads(rows: list[list[int]], adapters: list[str], heads: list[int]) -
     while changed:  # only lowers heads, so it ends
         changed = False
         for (a, b), n in common.items():
-            low = min(out[a], out[b])
-            if out[a] != out[b] and low >= MIN_HEAD and abs(out[a] - out[b]) < MIN_HEAD and low <= n:
+            low, high = sorted((out[a], out[b]))
+            if low != high and MIN_HEAD <= low <= n and high - low < MIN_HEAD:
                 out[a] = out[b] = low
                 changed = True
     return out
