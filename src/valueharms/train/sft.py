@@ -361,22 +361,77 @@ def _encode_examples(
     return _Encoded(rows_train, rows_valid, n_trunc, n_no_target)
 
 
-def _load_model(
-    base_dir: str | Path, cfg: SFTConfig, init_adapter: str | Path | None, bf16: bool
-) -> Any:
-    """The base model with a new LoRA adapter (or `init_adapter`, trainable)."""
+def _load_base(base_dir: str | Path, cfg: SFTConfig, bf16: bool) -> Any:
     import torch
-    from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
+    return AutoModelForCausalLM.from_pretrained(
         base_dir,
         dtype=torch.bfloat16 if bf16 else torch.float32,
         attn_implementation=cfg.attn_implementation,
     )
+
+
+def _with_adapter(model: Any, cfg: SFTConfig, init_adapter: str | Path | None) -> Any:
+    """`model` with a new LoRA adapter (or `init_adapter`, trainable)."""
+    from peft import PeftModel, get_peft_model
+
     if init_adapter:
         return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
     return get_peft_model(model, lora_config(cfg))
+
+
+def _load_model(
+    base_dir: str | Path, cfg: SFTConfig, init_adapter: str | Path | None, bf16: bool
+) -> Any:
+    """The base model with a new LoRA adapter (or `init_adapter`, trainable)."""
+    return _with_adapter(_load_base(base_dir, cfg, bf16), cfg, init_adapter)
+
+
+@dataclass
+class LoadedBase:
+    """A base model loaded once for several runs (train.groups: a grouped job's
+    distributions): its tokenizer and weights on the device, and the torch RNG state
+    right after loading, which is what a run that loads its own base starts from."""
+
+    path: str
+    tokenizer: Any
+    model: Any
+    device: str
+    bf16: bool
+    attn_implementation: str
+    seed: int
+    rng: Any
+
+    def fits(self, cfg: SFTConfig) -> bool:
+        """Whether a run of `cfg` can use these weights (same dtype, attention, seed)."""
+        bf16 = self.device.startswith("cuda") and cfg.bf16_autocast
+        return (bf16, cfg.attn_implementation, cfg.seed) == (
+            self.bf16,
+            self.attn_implementation,
+            self.seed,
+        )
+
+
+def load_base(base_dir: str | Path, cfg: SFTConfig, threads: int | None = None) -> LoadedBase:
+    """Load the base as train_lora does (same seed first), for runs that share it."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from valueharms.llm.hf import pick_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    device, _ = pick_device()
+    bf16 = device.startswith("cuda") and cfg.bf16_autocast
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = _load_base(base_dir, cfg, bf16)
+    rng = torch.get_rng_state()
+    model.to(device)
+    return LoadedBase(
+        str(base_dir), tok, model, device, bf16, cfg.attn_implementation, cfg.seed, rng
+    )
 
 
 @dataclass
@@ -632,27 +687,38 @@ def train_lora(
     init_adapter: str | Path | None = None,
     chat: bool = True,
     threads: int | None = None,
+    base: LoadedBase | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter on `train` (prompt, completion) and save the best epoch.
 
     With `cfg.resume`, each finished epoch is checkpointed beside `out_dir`; a rerun after
-    a kill continues from the last one and ends with the same adapter files.
+    a kill continues from the last one and ends with the same adapter files. `base`: the
+    already loaded base_dir (load_base), left without the adapter afterwards; the run
+    starts from the RNG state a run loading its own base has, so its adapter is the same.
     """
     import torch
     from transformers import AutoTokenizer
 
     from valueharms.llm.hf import pick_device
 
+    if base is not None and not base.fits(cfg):
+        raise ValueError("train_lora: the loaded base has another dtype, attention or seed")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    device, _ = pick_device()
-    bf16 = device.startswith("cuda") and cfg.bf16_autocast
     out_dir = Path(out_dir)
-    tok = AutoTokenizer.from_pretrained(base_dir)
+    if base is None:
+        device, _ = pick_device()
+        bf16 = device.startswith("cuda") and cfg.bf16_autocast
+        tok = AutoTokenizer.from_pretrained(base_dir)
+        model = _load_model(base_dir, cfg, init_adapter, bf16)
+        model.to(device)
+    else:
+        device, bf16, tok = base.device, base.bf16, base.tokenizer
+        torch.set_rng_state(base.rng)
+        model = _with_adapter(base.model, cfg, init_adapter)
+        model.to(device)  # the new LoRA weights; the base is there already
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    model = _load_model(base_dir, cfg, init_adapter, bf16)
-    model.to(device)
     if cfg.max_valid_examples is not None:
         valid = valid.head(cfg.max_valid_examples)
     rows = _encode_examples(tok, train, valid, cfg, chat)
@@ -676,6 +742,10 @@ def train_lora(
         drop_checkpoints(out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if base is not None:
+            # Take the LoRA layers out again (unmerged): the base is as loaded for the next run.
+            base.model = model.unload()
+            base.model.eval()
     return summary
 
 

@@ -14,7 +14,7 @@ from valueharms.data.vim import VIM_SCHEMA
 from valueharms.io import read_table
 from valueharms.job import Job
 from valueharms.models import prepare_base_model
-from valueharms.train.sft import SFTConfig, train_lora
+from valueharms.train.sft import LoadedBase, SFTConfig, train_lora
 
 
 def sft_config(cfg: dict[str, Any]) -> SFTConfig:
@@ -38,11 +38,15 @@ def train_examples(
     init_adapter: str | None = None,
     chat: bool = True,
     threads: int = 1,
+    base: LoadedBase | None = None,
 ) -> dict[str, Any]:
-    """Train one adapter on prompt/completion rows with a `split` column."""
+    """Train one adapter on prompt/completion rows with a `split` column (`base`: the
+    base_dir already loaded, see train.groups)."""
     train = _cap(examples[examples["split"] == "train"], cfg.get("max_train_examples"))
     valid = examples[examples["split"] == "valid"]
-    return train_lora(base_dir, train, valid, out_dir, sft_config(cfg), init_adapter, chat, threads)
+    return train_lora(
+        base_dir, train, valid, out_dir, sft_config(cfg), init_adapter, chat, threads, base
+    )
 
 
 def vim_stage(
@@ -54,11 +58,11 @@ def vim_stage(
     init_adapter: str | None = None,
     chat: bool = True,
     threads: int = 1,
+    base: LoadedBase | None = None,
 ) -> dict[str, Any]:
     examples = read_table(examples_path, VIM_SCHEMA)
-    return train_examples(
-        base_dir, examples[examples["stage"] == stage], cfg, out_dir, init_adapter, chat, threads
-    )
+    rows = examples[examples["stage"] == stage]
+    return train_examples(base_dir, rows, cfg, out_dir, init_adapter, chat, threads, base)
 
 
 # --- the scripts' entry points: a rule's job record -> its step ------------------------
@@ -68,12 +72,15 @@ def prepare_model_job(job: Job) -> None:
     prepare_model(dict(job.params["spec"]), job.output[0])
 
 
+def with_special_tokens(train: dict[str, Any], tokenization: dict[str, Any] | None) -> dict:
+    """sft settings plus config tokenization.add_special_tokens (its own param, a
+    top-level key: the backends read it too); absent, the schema default."""
+    special = (tokenization or {}).get("add_special_tokens", True)
+    return {**train, "add_special_tokens": bool(special)}
+
+
 def _train_cfg(job: Job) -> dict[str, Any]:
-    """The rule's sft settings, plus config tokenization.add_special_tokens (its own param,
-    a top-level key: the backends read it too); absent, the schema default."""
-    tokenization = job.params.get("tokenization") or {}
-    special = tokenization.get("add_special_tokens", True)
-    return {**job.params["train"], "add_special_tokens": bool(special)}
+    return with_special_tokens(job.params["train"], job.params.get("tokenization"))
 
 
 def train_benign_job(job: Job) -> None:
