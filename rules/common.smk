@@ -11,6 +11,7 @@ from valueharms.hashing import code_hash, sha256_json
 from valueharms.mitigation import BENCHMARK as MIT_BENCHMARK
 from valueharms.planner import MIT_PAIRS_FILE, distribution_file
 from valueharms.studyb import plan as sbplan
+from valueharms.train import groups as train_groups
 
 # No --configfile: run the demo, with any --config key=value on top (deep-merged; here
 # `config` holds only those). With a --configfile the demo plays no part. (A `configfile:`
@@ -70,6 +71,11 @@ def model_spec(base):
 
 def backend_settings(model, kind):
     return plan.backend_settings(config, model, kind)
+
+
+def train_manifest(base, tgroup):
+    """A VIM training group's manifest (training.subjects_per_job > 1, rules/train.smk)."""
+    return train_groups.manifest_path(base, tgroup)
 
 
 def adapter_input(model):
