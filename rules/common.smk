@@ -8,6 +8,7 @@ from valueharms import benchmarks, plan, preflight
 from valueharms.config import ConfigError, deep_merge, load_yaml, validate
 from valueharms.data.sources import DataError
 from valueharms.hashing import code_hash, sha256_json
+from valueharms.job import Files, Job, log_to
 from valueharms.mitigation import BENCHMARK as MIT_BENCHMARK
 from valueharms.planner import MIT_PAIRS_FILE, distribution_file
 from valueharms.studyb import plan as sbplan
@@ -73,9 +74,13 @@ def backend_settings(model, kind):
     return plan.backend_settings(config, model, kind)
 
 
-def train_manifest(base, tgroup):
-    """A VIM training group's manifest (training.subjects_per_job > 1, rules/train.smk)."""
-    return train_groups.manifest_path(base, tgroup)
+def smk_job(input, output, params):
+    """The job record (valueharms.job.Job) of a `run:` block's files and params."""
+    return Job(
+        input=Files.from_namedlist(input),
+        output=Files.from_namedlist(output),
+        params=dict(params.items()),
+    )
 
 
 def adapter_input(model):

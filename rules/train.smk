@@ -88,14 +88,37 @@ if not PLAN.train_groups:
 
 else:
 
+    # One distribution's store key: reruns when its own inputs or settings change.
+    rule vim_key:
+        input:
+            base=lambda w: plan.base_dir(w.base),
+            examples="results/data/vim/{dist}.parquet",
+        output:
+            train_groups.keys_path("{base}", "{dist}"),
+        log:
+            "logs/vim_key/{base}/{dist}.log",
+        localrule: True
+        params:
+            stage1=config["vim"]["stage1"],
+            stage2=config["vim"]["stage2"],
+            chat=lambda w: model_spec(w.base)["chat"],
+            tokenization=config["tokenization"],
+            code=code("scripts/train_vim_group.py"),
+        run:
+            with log_to(log[0]):
+                train_groups.key_job(smk_job(input, output, params))
+
     rule train_vim_group:
         input:
             base=lambda w: plan.base_dir(w.base),
             examples=lambda w: [
                 f"results/data/vim/{d}.parquet" for d in PLAN.train_groups[w.tgroup]
             ],
+            key_files=lambda w: [
+                train_groups.keys_path(w.base, d) for d in PLAN.train_groups[w.tgroup]
+            ],
         output:
-            train_manifest("{base}", "{tgroup}"),
+            train_groups.manifest_path("{base}", "{tgroup}"),
         log:
             "logs/train_vim_group/{base}/{tgroup}.log",
         benchmark:
@@ -118,14 +141,15 @@ else:
         script:
             "../scripts/train_vim_group.py"
 
-    # One distribution's adapters, linked from the store; runs inside Snakemake.
+    # One distribution's adapters, linked from the store; runs inside Snakemake. The
+    # manifest only orders it after the group job (ancient: a sibling's retraining does
+    # not rerun it); its key file reruns it.
     rule vim_adapters:
         input:
+            key=train_groups.keys_path("{base}", "{dist}"),
             manifest=lambda w: ancient(
-                train_manifest(w.base, PLAN.train_group_of(w.dist))
+                train_groups.manifest_path(w.base, PLAN.train_group_of(w.dist))
             ),
-            base=lambda w: plan.base_dir(w.base),
-            examples="results/data/vim/{dist}.parquet",
         output:
             stage1=directory("results/models/{base}/vim/{dist}/stage1"),
             adapter=directory("results/models/{base}/vim/{dist}/adapter"),
@@ -135,22 +159,9 @@ else:
         params:
             dist=lambda w: w.dist,
             store=lambda w: train_groups.store_root(w.base),
-            stage1=config["vim"]["stage1"],
-            stage2=config["vim"]["stage2"],
-            chat=lambda w: model_spec(w.base)["chat"],
-            tokenization=config["tokenization"],
-            code=code("scripts/train_vim_group.py"),
         run:
-            from valueharms.job import Files, Job, log_to
-
             with log_to(log[0]):
-                train_groups.place_adapters_job(
-                    Job(
-                        input=Files.from_namedlist(input),
-                        output=Files.from_namedlist(output),
-                        params=dict(params.items()),
-                    )
-                )
+                train_groups.place_adapters_job(smk_job(input, output, params))
 
 
 rule train_benign:

@@ -6,11 +6,16 @@ results/models/<base>/.store/vim/<key>/{stage1,adapter}, `key` a hash of everyth
 pair depends on: the distribution's examples file, the base weights, both stages'
 settings, the chat flag, tokenization and the training code. A distribution whose key is
 in the store is not trained again, so a group job rerun because one member changed trains
-that member only. The job writes a manifest (member -> key); a local job per
-distribution (rules/train.smk, vim_adapters) then hard-links its entry to the usual
-results/models/<base>/vim/<dist>/{stage1,adapter}. That job reads the manifest as
-`ancient`: the group job's rerun does not rerun it, only its own inputs' changes do, so
-the untouched members' adapters, and everything downstream of them, stay as they are.
+that member only.
+
+Three rules (rules/train.smk), so that Snakemake reruns one changed distribution's
+adapters and downstream and not its siblings':
+- vim_key (local, per distribution): writes the key. It reruns when that distribution's
+  inputs or settings change, and only then.
+- train_vim_group: trains the group's members missing from the store; writes a manifest.
+- vim_adapters (local, per distribution): hard-links its entry to the usual
+  results/models/<base>/vim/<dist>/{stage1,adapter}. It takes its key file, and the
+  manifest as `ancient`: the group job's rerun for a sibling does not rerun it.
 """
 
 from __future__ import annotations
@@ -64,14 +69,32 @@ def _done(entry: Path) -> bool:
     return all((entry / s / "adapter_config.json").exists() for s in STAGES)
 
 
+def keys_path(base: str, dist: str) -> str:
+    """A distribution's key file (vim_key's output)."""
+    return f"results/models/{base}/.store/keys/{dist}.json"
+
+
+def write_key(
+    examples: str | Path, base_dir: str | Path, settings: dict[str, Any], out: str | Path
+) -> str:
+    key = entry_key(examples, base_dir, settings)
+    write_json(out, {"key": key})
+    return key
+
+
+def read_key(path: str | Path) -> str:
+    return str(read_json(path)["key"])
+
+
 def train_group(
     base_dir: str,
-    members: dict[str, str],
+    members: dict[str, tuple[str, str]],
     settings: dict[str, Any],
     store: str | Path,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Train every member (distribution -> examples file) whose key is not in `store`.
+    """Train every member (distribution -> (examples file, key)) whose key is not in
+    `store`.
 
     The base is loaded once, on the first member that needs training (none: no load).
     Returns the manifest: per member its key and whether this job trained it.
@@ -82,8 +105,7 @@ def train_group(
     store = Path(store)
     loaded = None
     manifest: dict[str, Any] = {}
-    for dist, examples in members.items():
-        key = entry_key(examples, base_dir, settings)
+    for dist, (examples, key) in members.items():
         entry = store / key
         trained = not _done(entry)
         if trained:
@@ -129,20 +151,13 @@ def materialise(entry: Path, out_dir: Path) -> None:
 
 
 def place_adapters(
-    dist: str,
-    examples: str,
-    base_dir: str,
-    settings: dict[str, Any],
-    store: str | Path,
-    manifest: str | Path,
-    outputs: dict[str, str],
+    dist: str, key: str, store: str | Path, manifest: str | Path, outputs: dict[str, str]
 ) -> None:
     """Put one distribution's stored adapters at its outputs (stage -> directory).
 
     A missing entry (the store was cleared) removes the group's manifest before failing,
     so the next run reruns the group job, which trains it again.
     """
-    key = entry_key(examples, base_dir, settings)
     entry = Path(store) / key
     if not _done(entry):
         Path(manifest).unlink(missing_ok=True)
@@ -169,8 +184,15 @@ def _settings(job: Job) -> dict[str, Any]:
     return settings
 
 
+def key_job(job: Job) -> None:
+    write_key(job.input["examples"], job.input["base"], _settings(job), job.output[0])
+
+
 def train_group_job(job: Job) -> None:
-    members = dict(zip(job.params["dists"], job.input.list("examples"), strict=True))
+    keys = [read_key(k) for k in job.input.list("key_files")]
+    members = dict(
+        zip(job.params["dists"], zip(job.input.list("examples"), keys, strict=True), strict=True)
+    )
     manifest = train_group(
         job.input["base"], members, _settings(job), job.params["store"], job.threads
     )
@@ -180,9 +202,7 @@ def train_group_job(job: Job) -> None:
 def place_adapters_job(job: Job) -> None:
     place_adapters(
         job.params["dist"],
-        job.input["examples"],
-        job.input["base"],
-        _settings(job),
+        read_key(job.input["key"]),
         job.params["store"],
         job.input["manifest"],
         {"stage1": job.output["stage1"], "adapter": job.output["adapter"]},
