@@ -100,7 +100,7 @@ def train_group(
     Returns the manifest: per member its key and whether this job trained it.
     """
     from valueharms.train import steps
-    from valueharms.train.sft import load_base
+    from valueharms.train.sft import load_base, shared_base
 
     store = Path(store)
     loaded = None
@@ -118,17 +118,17 @@ def train_group(
                     loaded = None  # free the old weights before loading others
                     loaded = load_base(base_dir, sft, threads)
                 log.info("%s: training stage %d (%s)", dist, stage, key)
-                steps.vim_stage(
-                    base_dir,
-                    examples,
-                    stage,
-                    cfg,
-                    str(out),
-                    init_adapter=str(entry / "stage1") if stage == 2 else None,
-                    chat=settings["chat"],
-                    threads=threads,
-                    base=loaded,
-                )
+                with shared_base(loaded):
+                    steps.vim_stage(
+                        base_dir,
+                        examples,
+                        stage,
+                        cfg,
+                        str(out),
+                        init_adapter=str(entry / "stage1") if stage == 2 else None,
+                        chat=settings["chat"],
+                        threads=threads,
+                    )
         else:
             log.info("%s: in the store (%s), not retrained", dist, key)
         manifest[dist] = {"key": key, "trained": trained}

@@ -13,7 +13,8 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,21 @@ class LoadedBase:
         )
 
 
+# The base train_lora reuses inside `shared_base` (a context variable, not a parameter:
+# the steps between the group job and train_lora pass it through untouched).
+_SHARED_BASE: ContextVar[LoadedBase | None] = ContextVar("shared_base", default=None)
+
+
+@contextlib.contextmanager
+def shared_base(base: LoadedBase) -> Iterator[LoadedBase]:
+    """Within this block, train_lora runs on `base.path` reuse `base`'s loaded weights."""
+    token = _SHARED_BASE.set(base)
+    try:
+        yield base
+    finally:
+        _SHARED_BASE.reset(token)
+
+
 def load_base(base_dir: str | Path, cfg: SFTConfig, threads: int | None = None) -> LoadedBase:
     """Load the base as train_lora does (same seed first), for runs that share it."""
     import torch
@@ -687,22 +703,23 @@ def train_lora(
     init_adapter: str | Path | None = None,
     chat: bool = True,
     threads: int | None = None,
-    base: LoadedBase | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter on `train` (prompt, completion) and save the best epoch.
 
     With `cfg.resume`, each finished epoch is checkpointed beside `out_dir`; a rerun after
-    a kill continues from the last one and ends with the same adapter files. `base`: the
-    already loaded base_dir (load_base), left without the adapter afterwards; the run
-    starts from the RNG state a run loading its own base has, so its adapter is the same.
+    a kill continues from the last one and ends with the same adapter files. Inside
+    `shared_base(base)` for this base_dir and a fitting cfg, the loaded base is used (and
+    left without the adapter afterwards); the run starts from the RNG state a run loading
+    its own base has, so its adapter is the same.
     """
     import torch
     from transformers import AutoTokenizer
 
     from valueharms.llm.hf import pick_device
 
-    if base is not None and not base.fits(cfg):
-        raise ValueError("train_lora: the loaded base has another dtype, attention or seed")
+    base = _SHARED_BASE.get()
+    if base is not None and (base.path != str(base_dir) or not base.fits(cfg)):
+        base = None
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)

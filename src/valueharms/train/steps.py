@@ -14,7 +14,7 @@ from valueharms.data.vim import VIM_SCHEMA
 from valueharms.io import read_table
 from valueharms.job import Job
 from valueharms.models import prepare_base_model
-from valueharms.train.sft import LoadedBase, SFTConfig, train_lora
+from valueharms.train.sft import SFTConfig, train_lora
 
 
 def sft_config(cfg: dict[str, Any]) -> SFTConfig:
@@ -38,15 +38,11 @@ def train_examples(
     init_adapter: str | None = None,
     chat: bool = True,
     threads: int = 1,
-    base: LoadedBase | None = None,
 ) -> dict[str, Any]:
-    """Train one adapter on prompt/completion rows with a `split` column (`base`: the
-    base_dir already loaded, see train.groups)."""
+    """Train one adapter on prompt/completion rows with a `split` column."""
     train = _cap(examples[examples["split"] == "train"], cfg.get("max_train_examples"))
     valid = examples[examples["split"] == "valid"]
-    return train_lora(
-        base_dir, train, valid, out_dir, sft_config(cfg), init_adapter, chat, threads, base
-    )
+    return train_lora(base_dir, train, valid, out_dir, sft_config(cfg), init_adapter, chat, threads)
 
 
 def vim_stage(
@@ -58,11 +54,11 @@ def vim_stage(
     init_adapter: str | None = None,
     chat: bool = True,
     threads: int = 1,
-    base: LoadedBase | None = None,
 ) -> dict[str, Any]:
     examples = read_table(examples_path, VIM_SCHEMA)
-    rows = examples[examples["stage"] == stage]
-    return train_examples(base_dir, rows, cfg, out_dir, init_adapter, chat, threads, base)
+    return train_examples(
+        base_dir, examples[examples["stage"] == stage], cfg, out_dir, init_adapter, chat, threads
+    )
 
 
 # --- the scripts' entry points: a rule's job record -> its step ------------------------
