@@ -10,6 +10,7 @@ wildcard_constraints:
     benchmark="|".join(benchmarks.names()),
     condition="[A-Za-z0-9_.+-]+",
     dist="[A-Za-z0-9_.+-]+",
+    tgroup="vim-[0-9]+",
     base="[A-Za-z0-9_.-]+",
     dataset="[a-z0-9_]+",
     name="alpaca|dolly|grammar|samsum",

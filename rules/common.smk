@@ -8,9 +8,11 @@ from valueharms import benchmarks, plan, preflight
 from valueharms.config import ConfigError, deep_merge, load_yaml, validate
 from valueharms.data.sources import DataError
 from valueharms.hashing import code_hash, sha256_json
+from valueharms.job import Files, Job, log_to
 from valueharms.mitigation import BENCHMARK as MIT_BENCHMARK
 from valueharms.planner import MIT_PAIRS_FILE, distribution_file
 from valueharms.studyb import plan as sbplan
+from valueharms.train import groups as train_groups
 
 # No --configfile: run the demo, with any --config key=value on top (deep-merged; here
 # `config` holds only those). With a --configfile the demo plays no part. (A `configfile:`
@@ -70,6 +72,15 @@ def model_spec(base):
 
 def backend_settings(model, kind):
     return plan.backend_settings(config, model, kind)
+
+
+def smk_job(input, output, params):
+    """The job record (valueharms.job.Job) of a `run:` block's files and params."""
+    return Job(
+        input=Files.from_namedlist(input),
+        output=Files.from_namedlist(output),
+        params=dict(params.items()),
+    )
 
 
 def adapter_input(model):

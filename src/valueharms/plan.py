@@ -318,6 +318,19 @@ def group_items(items: list[GenItem], per_job: int) -> dict[str, dict[str, list[
     return out
 
 
+def train_groups(dists: Iterable[str], per_job: int) -> dict[str, list[str]]:
+    """Training job groups (training.subjects_per_job): group id `vim-<k>` (k from 1) ->
+    up to `per_job` distributions, in plan order, so appending a distribution to the
+    config changes the last group only."""
+    if per_job < 1:
+        raise ValueError(f"per_job must be >= 1, got {per_job}")
+    names = list(dict.fromkeys(dists))
+    return {
+        f"vim-{k}": names[start : start + per_job]
+        for k, start in enumerate(range(0, len(names), per_job), 1)
+    }
+
+
 def group_index(groups: dict[str, dict[str, list[GenItem]]]) -> dict[tuple[str, str, str], str]:
     """(benchmark, model_id, condition) -> the id of the group that generates it."""
     return {

@@ -96,6 +96,8 @@ class Plan:
     group_of_item: dict[tuple[str, str, str], str] = field(default_factory=dict)
     sb_subject_of: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     judges: dict[str, JudgeSpec] = field(default_factory=dict)
+    # training.subjects_per_job > 1: VIM training job groups, id -> distributions
+    train_groups: dict[str, list[str]] = field(default_factory=dict)
     # judges.agreement: the second judge per benchmark compared (none when it is off)
     agreement: dict[str, agreement_plan.AgreementSpec] = field(default_factory=dict)
 
@@ -184,6 +186,13 @@ class Plan:
         """Study A's subjects as rows (a param of the stats and report jobs)."""
         keys = ("model_id", "condition", "model_type", "distribution", "label")
         return [{k: getattr(s, k) for k in keys} for s in self.subjects]
+
+    def train_group_of(self, dist: str) -> str:
+        """The training job group that trains distribution `dist` (grouped training)."""
+        for gid, members in self.train_groups.items():
+            if dist in members:
+                return gid
+        raise ValueError(f"valueharms: no VIM distribution {dist} in this config")
 
     # --- mitigation ---------------------------------------------------------------------
 
@@ -300,6 +309,8 @@ def build(config: dict[str, Any]) -> Plan:
         plan.sb_subject_of.setdefault((s.benchmark, s.model_id, s.condition), s)
     plan.groups = P.group_items(plan.gen_items, config["generation"]["subjects_per_job"])
     plan.group_of_item = P.group_index(plan.groups)
+    if config["training"]["subjects_per_job"] > 1 and config["vim"]["enabled"]:
+        plan.train_groups = P.train_groups(dists, config["training"]["subjects_per_job"])
     plan.judges = {
         b: judge_spec(b, config, plan.templates, plan.sb_templates, sbp)
         for b in (*P.BENCHMARKS, *sbp.eval_benchmarks)

@@ -13,7 +13,8 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,22 +362,92 @@ def _encode_examples(
     return _Encoded(rows_train, rows_valid, n_trunc, n_no_target)
 
 
-def _load_model(
-    base_dir: str | Path, cfg: SFTConfig, init_adapter: str | Path | None, bf16: bool
-) -> Any:
-    """The base model with a new LoRA adapter (or `init_adapter`, trainable)."""
+def _load_base(base_dir: str | Path, cfg: SFTConfig, bf16: bool) -> Any:
     import torch
-    from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
+    return AutoModelForCausalLM.from_pretrained(
         base_dir,
         dtype=torch.bfloat16 if bf16 else torch.float32,
         attn_implementation=cfg.attn_implementation,
     )
+
+
+def _with_adapter(model: Any, cfg: SFTConfig, init_adapter: str | Path | None) -> Any:
+    """`model` with a new LoRA adapter (or `init_adapter`, trainable)."""
+    from peft import PeftModel, get_peft_model
+
     if init_adapter:
         return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
     return get_peft_model(model, lora_config(cfg))
+
+
+def _load_model(
+    base_dir: str | Path, cfg: SFTConfig, init_adapter: str | Path | None, bf16: bool
+) -> Any:
+    """The base model with a new LoRA adapter (or `init_adapter`, trainable)."""
+    return _with_adapter(_load_base(base_dir, cfg, bf16), cfg, init_adapter)
+
+
+@dataclass
+class LoadedBase:
+    """A base model loaded once for several runs (train.groups: a grouped job's
+    distributions): its tokenizer and weights on the device, and the torch RNG state
+    right after loading, which is what a run that loads its own base starts from."""
+
+    path: str
+    tokenizer: Any
+    model: Any
+    device: str
+    bf16: bool
+    attn_implementation: str
+    seed: int
+    rng: Any
+
+    def fits(self, cfg: SFTConfig) -> bool:
+        """Whether a run of `cfg` can use these weights (same dtype, attention, seed)."""
+        bf16 = self.device.startswith("cuda") and cfg.bf16_autocast
+        return (bf16, cfg.attn_implementation, cfg.seed) == (
+            self.bf16,
+            self.attn_implementation,
+            self.seed,
+        )
+
+
+# The base train_lora reuses inside `shared_base` (a context variable, not a parameter:
+# the steps between the group job and train_lora pass it through untouched).
+_SHARED_BASE: ContextVar[LoadedBase | None] = ContextVar("shared_base", default=None)
+
+
+@contextlib.contextmanager
+def shared_base(base: LoadedBase) -> Iterator[LoadedBase]:
+    """Within this block, train_lora runs on `base.path` reuse `base`'s loaded weights."""
+    token = _SHARED_BASE.set(base)
+    try:
+        yield base
+    finally:
+        _SHARED_BASE.reset(token)
+
+
+def load_base(base_dir: str | Path, cfg: SFTConfig, threads: int | None = None) -> LoadedBase:
+    """Load the base as train_lora does (same seed first), for runs that share it."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from valueharms.llm.hf import pick_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    device, _ = pick_device()
+    bf16 = device.startswith("cuda") and cfg.bf16_autocast
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = _load_base(base_dir, cfg, bf16)
+    rng = torch.get_rng_state()
+    model.to(device)
+    return LoadedBase(
+        str(base_dir), tok, model, device, bf16, cfg.attn_implementation, cfg.seed, rng
+    )
 
 
 @dataclass
@@ -636,23 +707,35 @@ def train_lora(
     """Train a LoRA adapter on `train` (prompt, completion) and save the best epoch.
 
     With `cfg.resume`, each finished epoch is checkpointed beside `out_dir`; a rerun after
-    a kill continues from the last one and ends with the same adapter files.
+    a kill continues from the last one and ends with the same adapter files. Inside
+    `shared_base(base)` for this base_dir and a fitting cfg, the loaded base is used (and
+    left without the adapter afterwards); the run starts from the RNG state a run loading
+    its own base has, so its adapter is the same.
     """
     import torch
     from transformers import AutoTokenizer
 
     from valueharms.llm.hf import pick_device
 
+    base = _SHARED_BASE.get()
+    if base is not None and (base.path != str(base_dir) or not base.fits(cfg)):
+        base = None
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    device, _ = pick_device()
-    bf16 = device.startswith("cuda") and cfg.bf16_autocast
     out_dir = Path(out_dir)
-    tok = AutoTokenizer.from_pretrained(base_dir)
+    if base is None:
+        device, _ = pick_device()
+        bf16 = device.startswith("cuda") and cfg.bf16_autocast
+        tok = AutoTokenizer.from_pretrained(base_dir)
+        model = _load_model(base_dir, cfg, init_adapter, bf16)
+        model.to(device)
+    else:
+        device, bf16, tok = base.device, base.bf16, base.tokenizer
+        torch.set_rng_state(base.rng)
+        model = _with_adapter(base.model, cfg, init_adapter)
+        model.to(device)  # the new LoRA weights; the base is there already
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    model = _load_model(base_dir, cfg, init_adapter, bf16)
-    model.to(device)
     if cfg.max_valid_examples is not None:
         valid = valid.head(cfg.max_valid_examples)
     rows = _encode_examples(tok, train, valid, cfg, chat)
@@ -676,6 +759,10 @@ def train_lora(
         drop_checkpoints(out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if base is not None:
+            # Take the LoRA layers out again (unmerged): the base is as loaded for the next run.
+            base.model = model.unload()
+            base.model.eval()
     return summary
 
 

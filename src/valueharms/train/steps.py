@@ -68,12 +68,15 @@ def prepare_model_job(job: Job) -> None:
     prepare_model(dict(job.params["spec"]), job.output[0])
 
 
+def with_special_tokens(train: dict[str, Any], tokenization: dict[str, Any] | None) -> dict:
+    """sft settings plus config tokenization.add_special_tokens (its own param, a
+    top-level key: the backends read it too); absent, the schema default."""
+    special = (tokenization or {}).get("add_special_tokens", True)
+    return {**train, "add_special_tokens": bool(special)}
+
+
 def _train_cfg(job: Job) -> dict[str, Any]:
-    """The rule's sft settings, plus config tokenization.add_special_tokens (its own param,
-    a top-level key: the backends read it too); absent, the schema default."""
-    tokenization = job.params.get("tokenization") or {}
-    special = tokenization.get("add_special_tokens", True)
-    return {**job.params["train"], "add_special_tokens": bool(special)}
+    return with_special_tokens(job.params["train"], job.params.get("tokenization"))
 
 
 def train_benign_job(job: Job) -> None:
