@@ -30,6 +30,9 @@ include: "rules/report.smk"
 # Before the first job: stop on a key, classifier or template a job would fail on.
 onstart:
     preflight.check(PLAN, {job.rule.name for job in workflow.dag.needrun_jobs()})
+    # One process pays the imports for every local job (config worker.enabled).
+    if config["worker"]["enabled"] and workflow.local_exec and not workflow.dryrun:
+        atexit.register(worker.stop, *worker.start(".snakemake/valueharms-worker.log"))
 
 
 rule all:

@@ -4,7 +4,7 @@
 import atexit
 import sys
 
-from valueharms import benchmarks, plan, preflight
+from valueharms import benchmarks, plan, preflight, worker
 from valueharms.config import ConfigError, deep_merge, load_yaml, validate
 from valueharms.data.sources import DataError
 from valueharms.hashing import code_hash, sha256_json

@@ -1,6 +1,5 @@
 from valueharms.job import Job
-from valueharms.judge import agreement
+from valueharms.worker import run
 
-job = Job.from_snakemake(snakemake)  # noqa: F821
-with job.logged():
-    agreement.agreement_job(job)
+# In this run's worker if there is one (valueharms.worker), else in this process.
+run("valueharms.judge.agreement:agreement_job", Job.from_snakemake(snakemake))  # noqa: F821

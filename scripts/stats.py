@@ -1,6 +1,5 @@
-from valueharms import analysis
 from valueharms.job import Job
+from valueharms.worker import run
 
-job = Job.from_snakemake(snakemake)  # noqa: F821
-with job.logged():
-    analysis.stats_job(job)
+# In this run's worker if there is one (valueharms.worker), else in this process.
+run("valueharms.analysis:stats_job", Job.from_snakemake(snakemake))  # noqa: F821

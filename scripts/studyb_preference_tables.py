@@ -1,6 +1,5 @@
 from valueharms.job import Job
-from valueharms.metrics import studyb
+from valueharms.worker import run
 
-job = Job.from_snakemake(snakemake)  # noqa: F821
-with job.logged():
-    studyb.preference_tables_job(job)
+# In this run's worker if there is one (valueharms.worker), else in this process.
+run("valueharms.metrics.studyb:preference_tables_job", Job.from_snakemake(snakemake))  # noqa: F821

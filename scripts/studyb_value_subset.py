@@ -1,6 +1,5 @@
 from valueharms.job import Job
-from valueharms.studyb import steps
+from valueharms.worker import run
 
-job = Job.from_snakemake(snakemake)  # noqa: F821
-with job.logged():
-    steps.value_subset_job(job)
+# In this run's worker if there is one (valueharms.worker), else in this process.
+run("valueharms.studyb.steps:value_subset_job", Job.from_snakemake(snakemake))  # noqa: F821

@@ -1,6 +1,5 @@
 from valueharms.job import Job
-from valueharms.train import steps
+from valueharms.worker import run
 
-job = Job.from_snakemake(snakemake)  # noqa: F821
-with job.logged():
-    steps.vim_stage_job(job)
+# In this run's worker if there is one (valueharms.worker), else in this process.
+run("valueharms.train.steps:vim_stage_job", Job.from_snakemake(snakemake))  # noqa: F821

@@ -1,6 +1,5 @@
 from valueharms.job import Job
-from valueharms.train import groups
+from valueharms.worker import run
 
-job = Job.from_snakemake(snakemake)  # noqa: F821
-with job.logged():
-    groups.train_group_job(job)
+# In this run's worker if there is one (valueharms.worker), else in this process.
+run("valueharms.train.groups:train_group_job", Job.from_snakemake(snakemake))  # noqa: F821

@@ -680,6 +680,13 @@ def test_choice_scores_from_shared_heads_equal_whole_prompts(
     got = reuse._choice_scores(rows, adapters_of, choices, heads)
     want = whole._choice_scores(rows, adapters_of, choices)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    # one-token choices (a survey's "1".."6") are scored from the prompt's pass alone
+    digits = ("1", "2", "3", "4", "5", "6")
+    assert all(len(reuse.tokenizer(d, add_special_tokens=False)["input_ids"]) == 1 for d in digits)
+    got = reuse._choice_scores(rows, adapters_of, digits, heads)
+    torch.testing.assert_close(
+        got, whole._choice_scores(rows, adapters_of, digits), atol=1e-4, rtol=1e-4
+    )
     # 3 conversations x 2 models, "empathy" and "emotions" folded into one head
     assert sum(computed) == 6
     assert [r.texts for r in reuse.generate(reqs)] == [r.texts for r in whole.generate(reqs)]

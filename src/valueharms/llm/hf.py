@@ -270,7 +270,9 @@ class HFBackend(LocalBackend):
 
         tok = self.tokenizer
         c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
-        n_c, width = len(c_ids), max(len(c) for c in c_ids)
+        # Only choices of several tokens need a pass beyond the prompt (a survey's "1".."6"
+        # and most verdicts are one token each: the prompt's last logits score them).
+        multi = [j for j, c in enumerate(c_ids) if len(c) > 1]
         reused = self._with_heads(rows, adapters, heads or [0] * len(rows), 1)
         head_kw: dict[str, Any] = {}
         if reused is None:
@@ -279,12 +281,7 @@ class HFBackend(LocalBackend):
             enc, head_kw[self._cache_kw] = reused
             done = head_kw[self._cache_kw].get_seq_length()
         p_mask = enc["attention_mask"].to(self.device)
-        pad = tok.pad_token_id
-        tail = torch.tensor([c + [pad] * (width - len(c)) for c in c_ids], device=self.device)
-        tail_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in c_ids])
         context, first_kw = self._using(adapters)
-        # Each prompt row becomes n_c choice rows below: repeat its adapter name as well.
-        rest_kw = {k: [n for n in names for _ in range(n_c)] for k, names in first_kw.items()}
         with torch.inference_mode(), context:
             # Positions count real tokens only, as generate() does with left padding.
             first = self.model(
@@ -293,39 +290,51 @@ class HFBackend(LocalBackend):
                 input_ids=enc["input_ids"][:, done:].to(self.device),
                 attention_mask=p_mask,
                 position_ids=(p_mask.cumsum(1) - 1).clamp(min=0)[:, done:],
-                use_cache=True,
+                use_cache=bool(multi or head_kw),
                 logits_to_keep=1,
             )
-            logp_first = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
-            cache = _cache_of(first)
-            cache.batch_repeat_interleave(n_c)
-            mask = torch.cat(
-                [
-                    p_mask.repeat_interleave(n_c, 0),
-                    tail_mask.to(self.device).repeat(len(rows), 1),
-                ],
-                dim=1,
-            )
-            # Left padding: each row's positions continue from its own prompt length.
-            start = p_mask.sum(1).repeat_interleave(n_c).unsqueeze(1)
-            pos = start + torch.arange(width, device=self.device).unsqueeze(0)
-            rest = self.model(
-                **rest_kw,
-                input_ids=tail.repeat(len(rows), 1),
-                attention_mask=mask,
-                **{self._cache_kw: cache},
-                position_ids=pos,
-            )
-            logp_rest = torch.log_softmax(rest.logits.float(), dim=-1).view(
-                len(rows), n_c, width, -1
-            )
-        scores = torch.empty(len(rows), n_c)
+            logp_first = torch.log_softmax(first.logits[:, -1].float(), dim=-1).cpu()
+            if multi:
+                logp_rest = self._continue_choices(
+                    _cache_of(first), p_mask, [c_ids[j] for j in multi], first_kw
+                )
+        scores = torch.empty(len(rows), len(c_ids))
         for j, c in enumerate(c_ids):
-            lp = logp_first[:, c[0]].cpu()
+            lp = logp_first[:, c[0]]
             for k in range(1, len(c)):  # token k is predicted after tail token k-1
-                lp = lp + logp_rest[:, j, k - 1, c[k]].cpu()
+                lp = lp + logp_rest[:, multi.index(j), k - 1, c[k]]
             scores[:, j] = lp
         return scores
+
+    def _continue_choices(
+        self, cache: Any, p_mask: Any, c_ids: list[list[int]], first_kw: dict[str, Any]
+    ) -> Any:
+        """Log-probabilities [prompt, choice, token, vocab] of each choice's tokens after
+        each prompt, every choice continuing from the prompts' cached keys and values."""
+        import torch
+
+        n_rows, n_c, width = p_mask.shape[0], len(c_ids), max(len(c) for c in c_ids)
+        pad = self.tokenizer.pad_token_id
+        tail = torch.tensor([c + [pad] * (width - len(c)) for c in c_ids], device=self.device)
+        tail_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in c_ids])
+        # Each prompt row becomes n_c choice rows: repeat its adapter name as well.
+        rest_kw = {k: [n for n in names for _ in range(n_c)] for k, names in first_kw.items()}
+        cache.batch_repeat_interleave(n_c)
+        mask = torch.cat(
+            [p_mask.repeat_interleave(n_c, 0), tail_mask.to(self.device).repeat(n_rows, 1)],
+            dim=1,
+        )
+        # Left padding: each row's positions continue from its own prompt length.
+        start = p_mask.sum(1).repeat_interleave(n_c).unsqueeze(1)
+        pos = start + torch.arange(width, device=self.device).unsqueeze(0)
+        rest = self.model(
+            **rest_kw,
+            input_ids=tail.repeat(n_rows, 1),
+            attention_mask=mask,
+            **{self._cache_kw: cache},
+            position_ids=pos,
+        )
+        return torch.log_softmax(rest.logits.float(), dim=-1).view(n_rows, n_c, width, -1).cpu()
 
     def _generate_batch(
         self,
