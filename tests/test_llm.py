@@ -684,6 +684,8 @@ def test_choice_scores_from_shared_heads_equal_whole_prompts(
     digits = ("1", "2", "3", "4", "5", "6")
     assert all(len(reuse.tokenizer(d, add_special_tokens=False)["input_ids"]) == 1 for d in digits)
     got = reuse._choice_scores(rows, adapters_of, digits, heads)
+    two_pass = HFBackend("tiny", tiny_model_dir, adapters=adapters, one_token_choices=False)
+    torch.testing.assert_close(got, two_pass._choice_scores(rows, adapters_of, digits, heads))
     torch.testing.assert_close(
         got, whole._choice_scores(rows, adapters_of, digits), atol=1e-4, rtol=1e-4
     )

@@ -156,6 +156,7 @@ class HFBackend(LocalBackend):
         mixed_adapters: bool = True,
         add_special_tokens: bool = True,
         prefix_reuse: bool = True,
+        one_token_choices: bool = True,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -167,6 +168,7 @@ class HFBackend(LocalBackend):
         self.chat = chat
         self.mixed_adapters = mixed_adapters
         self.heads = HeadCache() if prefix_reuse else None
+        self.one_token_choices = one_token_choices
         self.device, dtype = pick_device()
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
         self.tokenizer.padding_side = "left"
@@ -272,7 +274,7 @@ class HFBackend(LocalBackend):
         c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
         # Only choices of several tokens need a pass beyond the prompt (a survey's "1".."6"
         # and most verdicts are one token each: the prompt's last logits score them).
-        multi = [j for j, c in enumerate(c_ids) if len(c) > 1]
+        multi = [j for j, c in enumerate(c_ids) if len(c) > 1 or not self.one_token_choices]
         reused = self._with_heads(rows, adapters, heads or [0] * len(rows), 1)
         head_kw: dict[str, Any] = {}
         if reused is None:
