@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,15 @@ class HeadCache:
             del self._size[old]
 
 
+@dataclass(frozen=True)
+class HFSwitches:
+    """config backends.hf: speed settings that leave every answer the same."""
+
+    mixed_adapters: bool = True  # one batch mixes adapters (peft adapter_names)
+    prefix_reuse: bool = True  # shared heads computed once (shared_heads, _with_heads)
+    one_token_choices: bool = True  # one-token choices scored from the prompt's pass
+
+
 class HFBackend(LocalBackend):
     kind = "hf"
 
@@ -153,11 +163,11 @@ class HFBackend(LocalBackend):
         adapters: dict[str, str | Path] | None = None,
         chat: bool = True,
         threads: int | None = None,
-        mixed_adapters: bool = True,
         add_special_tokens: bool = True,
-        prefix_reuse: bool = True,
-        one_token_choices: bool = True,
+        **switches: bool,
     ) -> None:
+        """`switches`: config backends.hf (HFSwitches: mixed_adapters, prefix_reuse,
+        one_token_choices); an unknown name is an error."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -166,9 +176,10 @@ class HFBackend(LocalBackend):
         self.model_id = model_id
         self.base_dir = Path(base_dir)
         self.chat = chat
-        self.mixed_adapters = mixed_adapters
-        self.heads = HeadCache() if prefix_reuse else None
-        self.one_token_choices = one_token_choices
+        opts = HFSwitches(**switches)
+        self.mixed_adapters = opts.mixed_adapters
+        self.heads = HeadCache() if opts.prefix_reuse else None
+        self.one_token_choices = opts.one_token_choices
         self.device, dtype = pick_device()
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
         self.tokenizer.padding_side = "left"
