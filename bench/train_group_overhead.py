@@ -25,33 +25,9 @@ def _median(fn: object, n: int = 3) -> tuple[float, list[float]]:
 
 def tiny_model(out: Path) -> Path:
     """The 2-layer, hidden-32 Llama of tests/conftest.py's tiny_model_dir."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from valueharms.models import tiny_random_model
 
-    from valueharms.hashing import sha256_dir
-    from valueharms.io import write_json
-    from valueharms.models import REVISION_FILE, embedded_gguf_path
-
-    gguf = embedded_gguf_path()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    write_json(out / REVISION_FILE, {"source": "bench", "weights_sha256": sha256_dir(out)})
-    return out
+    return tiny_random_model(out, seed=0, initializer_range=0.3, source="bench")
 
 
 def main() -> None:

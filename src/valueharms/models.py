@@ -138,3 +138,37 @@ def model_revision(base_dir: str | Path, adapter_dir: str | Path | None = None) 
     if adapter_dir is not None:
         rev = f"{rev[:16]}+{adapter_hash(adapter_dir)[:16]}"
     return rev
+
+
+def tiny_random_model(
+    out_dir: str | Path, seed: int = 0, initializer_range: float = 0.02, source: str = "tiny"
+) -> Path:
+    """A 2-layer, hidden-32 LlamaForCausalLM with random (seeded) weights, saved as a base
+    model directory: weights, the SmolLM2 tokenizer (from the embedded GGUF) and a
+    revision.json. No download and no trained weights: tests, benchmarks and rehearsals
+    of the workflow's shape use it."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    gguf = embedded_gguf_path()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+        initializer_range=initializer_range,
+    )
+    LlamaForCausalLM(cfg).eval().save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    write_json(out / REVISION_FILE, {"source": source, "weights_sha256": sha256_dir(out)})
+    return out
