@@ -276,3 +276,25 @@ def test_lengths_are_measured_where_the_files_are() -> None:
     s1 = _line(est, "VIM stage 1")
     assert s1.source == "measured" and "resources/demo" in s1.lengths
     assert not math.isnan(s1.tokens_per_example) and s1.tokens_per_example > 10
+
+
+def test_judge_agreement_adds_its_second_judge_on_the_sample(toy: dict, bare: Path) -> None:
+    """judges.agreement: the second judge scores n of the judged answers (or all there
+    are), with its own prompt; its calls count in the API totals."""
+    (bare / "judge2.txt").write_text("S" * 80 + "\n", encoding="utf-8")  # 20 tokens
+    toy["judges"]["agreement"] = {
+        "enabled": True,
+        "n": 5,
+        "second": {"templates": {"hexphi": "judge2.txt"}},
+    }
+    est = run(validate(toy))
+    second = _line(est, "judge agreement")
+    # 5 of the 16 answers; input = prompt 20 + prompt 5 + reply bound 10 = 35 tokens;
+    # output bound 50; $2 / $8 per 1M tokens.
+    assert (second.where, second.count) == ("API", 5)
+    assert second.input_tokens == 5 * 35 == 175
+    assert second.output_tokens == 5 * 50 == 250
+    assert second.usd == pytest.approx((175 * 2.0 + 250 * 8.0) / 1e6)
+    assert est.totals()["api_calls"] == 16 + 5
+    toy["judges"]["agreement"]["n"] = 100  # more than there are: all 16
+    assert _line(run(validate(toy)), "judge agreement").count == 16

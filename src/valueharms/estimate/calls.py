@@ -171,16 +171,20 @@ def _classifier_size(ctx: Context, settings: dict[str, Any]) -> ModelSize:
     return size
 
 
-def scorer_line(ctx: Context, bench: str, spec: Any, a: Answers) -> Line:
-    """A judge that is no LLM: the Perspective API, a local classifier or a word list."""
+def scorer_line(
+    ctx: Context, bench: str, spec: Any, a: Answers, stage: str = "judging", n: float | None = None
+) -> Line:
+    """A judge that is no LLM: the Perspective API, a local classifier or a word list, on
+    `n` of the benchmark's answers (all of them by default)."""
     s = spec.settings
+    n = a.calls if n is None else n
     text = a.prompt_tokens + a.max_new  # prompt + continuation, the continuation at its bound
-    line = Line("judging", f"{spec.name} ({bench})", None, "CPU", round(a.calls), "calls")
-    line.input_tokens = line.tokens = a.calls * text
+    line = Line(stage, f"{spec.name} ({bench})", None, "CPU", round(n), "calls")
+    line.input_tokens = line.tokens = n * text
     if s["kind"] == "perspective":
         line.where, line.flops, line.gpu_hours = "API", None, None
-        line.usd = line.usd_typical = a.calls * float(ctx.prices["perspective"]["per_call"])
-        hours = a.calls / float(s["qps"]) / 3600.0
+        line.usd = line.usd_typical = n * float(ctx.prices["perspective"]["per_call"])
+        hours = n / float(s["qps"]) / 3600.0
         line.notes.append(
             f"Perspective API: free but rate-limited; at {s['qps']:g} request/s that is "
             f"{hours:,.0f} hours for one key"
@@ -198,29 +202,38 @@ def scorer_line(ctx: Context, bench: str, spec: Any, a: Answers) -> Line:
     return line
 
 
+def _judge_line(ctx: Context, stage: str, bench: str, spec: Any, calls: float) -> Line:
+    """`calls` judged answers of `bench` by `spec` (a JudgeSpec): a scorer's line, or an
+    LLM judge's (one call per behaviour for AnthroBench in choice mode)."""
+    cfg, a = ctx.config, ctx.answers[bench]
+    model, settings, template = spec.model, spec.settings, spec.template
+    if model is None and spec.kind == "regard" and settings["kind"] == "llm":
+        model, settings = cfg["judges"]["llm"]["model"], cfg["judges"]["llm"]
+        template = ctx.plan.templates.get("judges.templates.regard")
+    if model is None:
+        return scorer_line(ctx, bench, spec, a, stage, calls)
+    if spec.kind == "anthro" and settings["mode"] == "choice":  # one call per behaviour
+        calls *= len(getattr(benchmarks.module(bench), "BEHAVIOURS", ())) or 1
+    dialogue = a.turns * (a.prompt_tokens + a.max_new)  # the judged text, at its bound
+    inp = ctx.tokens(template) + dialogue
+    name = f"{spec.name} ({bench})"
+    return llm_line(ctx, LlmCalls(stage, name, model, settings, calls, inp, spec.kind))
+
+
 def judge_lines(ctx: Context) -> list[Line]:
-    """One line per judged benchmark (the alignment check is parsed, not judged)."""
-    cfg, lines = ctx.config, []
+    """One line per judged benchmark (the alignment check is parsed, not judged), and
+    one per benchmark judge agreement compares: its second judge on the sample."""
+    lines = []
     for bench, spec in ctx.plan.judges.items():
         a = ctx.answers.get(bench)
         if a is None or benchmarks.get(bench).role == "alignment":
             continue
-        model, settings, template = spec.model, spec.settings, spec.template
-        if model is None and spec.kind == "regard" and settings["kind"] == "llm":
-            model, settings = cfg["judges"]["llm"]["model"], cfg["judges"]["llm"]
-            template = ctx.plan.templates.get("judges.templates.regard")
-        if model is None:
-            lines.append(scorer_line(ctx, bench, spec, a))
-            continue
-        calls = a.calls
-        if spec.kind == "anthro" and settings["mode"] == "choice":  # one call per behaviour
-            calls *= len(getattr(benchmarks.module(bench), "BEHAVIOURS", ())) or 1
-        dialogue = a.turns * (a.prompt_tokens + a.max_new)  # the judged text, at its bound
-        inp = ctx.tokens(template) + dialogue
-        name = f"{spec.name} ({bench})"
-        lines.append(
-            llm_line(ctx, LlmCalls("judging", name, model, settings, calls, inp, spec.kind))
-        )
+        lines.append(_judge_line(ctx, "judging", bench, spec, a.calls))
+    for bench, agr in ctx.plan.agreement.items():
+        a = ctx.answers.get(bench)
+        if a is not None:  # the seeded sample: n generations, or all there are
+            sample = min(float(agr.settings.n), a.calls)
+            lines.append(_judge_line(ctx, "judge agreement", bench, agr.second, sample))
     return lines
 
 

@@ -172,7 +172,7 @@ def text(est: Any) -> str:
         ("Generation (upper bound: every reply runs to max_new_tokens)", ("generation",),
          _generation),
         ("LLM calls and scorers (* typical: assumed reply lengths)",
-         ("judging", "Study B data"), _calls),
+         ("judging", "judge agreement", "Study B data"), _calls),
         ("Study B eval: lm-eval QA (assumed task sizes)", ("Study B eval",), _qa),
         ("Disk (rough)", ("disk",), _disk),
     ]  # fmt: skip
