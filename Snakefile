@@ -32,7 +32,9 @@ onstart:
     preflight.check(PLAN, {job.rule.name for job in workflow.dag.needrun_jobs()})
     # One process pays the imports for every local job (config worker.enabled).
     if config["worker"]["enabled"] and workflow.local_exec and not workflow.dryrun:
-        atexit.register(worker.stop, *worker.start(".snakemake/valueharms-worker.log"))
+        atexit.register(
+            worker.stop, *worker.start(".snakemake/valueharms-worker.log")
+        )
 
 
 rule all:

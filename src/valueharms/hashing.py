@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,8 @@ def _parsed(path: Path) -> tuple[str, tuple[tuple[int, str, tuple[str, ...]], ..
             imports += [(0, a.name, ()) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             imports.append((node.level, node.module or "", tuple(a.name for a in node.names)))
+        elif isinstance(node, ast.Expr) and (step := _step_module(node.value)):
+            imports.append((0, step, ()))  # a script's worker.run("module:function", job)
         elif isinstance(node, ast.If) and _is_type_checking(node.test):
             todo += node.orelse  # typing-only imports never run
             continue
@@ -219,6 +222,18 @@ def _parsed(path: Path) -> tuple[str, tuple[tuple[int, str, tuple[str, ...]], ..
 
 
 _BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")  # where statements nest
+_STEP = re.compile(r"([A-Za-z_][\w.]*):[A-Za-z_]\w*")
+
+
+def _step_module(expr: ast.expr) -> str | None:
+    """The module of `run("module:function", ...)` (valueharms.worker.run, which imports
+    it by name): what a script runs, so part of its code."""
+    if not (isinstance(expr, ast.Call) and expr.args and isinstance(expr.args[0], ast.Constant)):
+        return None
+    func = expr.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    m = _STEP.fullmatch(str(expr.args[0].value)) if name == "run" else None
+    return m.group(1) if m else None
 
 
 def _is_type_checking(test: ast.expr) -> bool:
