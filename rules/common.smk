@@ -8,7 +8,7 @@ from valueharms import benchmarks, plan, preflight, worker
 from valueharms.config import ConfigError, deep_merge, load_yaml, validate
 from valueharms.data.sources import DataError
 from valueharms.hashing import code_hash, sha256_json
-from valueharms.job import Files, Job, log_to
+from valueharms.job import Job, log_to
 from valueharms.mitigation import BENCHMARK as MIT_BENCHMARK
 from valueharms.planner import MIT_PAIRS_FILE, distribution_file
 from valueharms.studyb import plan as sbplan
@@ -72,15 +72,6 @@ def model_spec(base):
 
 def backend_settings(model, kind):
     return plan.backend_settings(config, model, kind)
-
-
-def smk_job(input, output, params):
-    """The job record (valueharms.job.Job) of a `run:` block's files and params."""
-    return Job(
-        input=Files.from_namedlist(input),
-        output=Files.from_namedlist(output),
-        params=dict(params.items()),
-    )
 
 
 def adapter_input(model):

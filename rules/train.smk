@@ -106,7 +106,7 @@ else:
             code=code("scripts/train_vim_group.py"),
         run:
             with log_to(log[0]):
-                train_groups.key_job(smk_job(input, output, params))
+                train_groups.key_job(Job.from_run(input, output, params))
 
     rule train_vim_group:
         input:
@@ -161,7 +161,7 @@ else:
             store=lambda w: train_groups.store_root(w.base),
         run:
             with log_to(log[0]):
-                train_groups.place_adapters_job(smk_job(input, output, params))
+                train_groups.place_adapters_job(Job.from_run(input, output, params))
 
 
 rule train_benign:

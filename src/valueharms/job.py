@@ -96,6 +96,15 @@ class Job:
             config=config,
         )
 
+    @classmethod
+    def from_run(cls, input: Any, output: Any, params: Any) -> Job:
+        """The record of a `run:` block's job, from the block's input, output and params."""
+        return cls(
+            input=Files.from_namedlist(input),
+            output=Files.from_namedlist(output),
+            params=dict(params.items()),
+        )
+
     @contextlib.contextmanager
     def logged(self) -> Iterator[None]:
         """Send the job's stdout, stderr and logging to its log file (see `log_to`)."""

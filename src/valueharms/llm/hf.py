@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import groupby
@@ -77,16 +78,6 @@ def _cache_of(output: Any) -> Any:
 MIN_HEAD = 16
 
 
-def _common(a: list[int], b: list[int]) -> int:
-    """How many leading ids two rows share."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def shared_heads(rows: list[list[int]], adapters: list[str], heads: list[int]) -> list[int]:
     """Each row's head: its own (the template head, before its last user text) or, when
     rows of the same adapter share a longer prefix, that prefix: a judge's rubric, the
@@ -102,7 +93,7 @@ def shared_heads(rows: list[list[int]], adapters: list[str], heads: list[int]) -
     out = list(heads)
     order = sorted(range(len(rows)), key=lambda i: (adapters[i], rows[i]))
     pairs = [(a, b) for a, b in zip(order, order[1:], strict=False) if adapters[a] == adapters[b]]
-    common = {(a, b): _common(rows[a], rows[b]) for a, b in pairs}
+    common = {(a, b): len(os.path.commonprefix((rows[a], rows[b]))) for a, b in pairs}
     for (a, b), n in common.items():
         for i in (a, b):
             if n >= out[i] + MIN_HEAD:
