@@ -4,6 +4,7 @@ that did the imports, with the script's directory, environment, log and exit sta
 from __future__ import annotations
 
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -87,3 +88,28 @@ def test_a_cluster_job_never_uses_the_worker(running, tmp_path, monkeypatch) -> 
     monkeypatch.setenv("SLURM_JOB_ID", "42")  # sbatch exported the variable
     worker.run("wsteps:ok", job_in(tmp_path))
     assert int((tmp_path / "out.txt").read_text().split()[0]) == os.getpid()
+
+
+def test_a_job_that_arrives_during_the_preload_is_served_before_it_ends(
+    steps_module, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    for name in ("slow1", "slow2"):  # each takes 3 s to import
+        (steps_module / f"{name}.py").write_text("import time\ntime.sleep(3)\n")
+    log = steps_module / "worker.log"
+    proc, path = worker.start(log, preload=("slow1", "slow2", "wsteps"))
+    try:
+        worker.run("wsteps:ok", job_in(tmp_path))  # served between two imports
+        assert (tmp_path / "out.txt").exists()
+        assert "preloaded" not in log.read_text()  # slow2 is still importing
+    finally:
+        worker.stop(proc, path)
+
+
+def test_the_worker_preloads_every_step_a_script_runs() -> None:
+    scripts = Path(__file__).parents[1] / "scripts"
+    targets = set()
+    for script in scripts.glob("*.py"):
+        targets.update(re.findall(r'run\("([\w.]+):\w+"', script.read_text()))
+    assert targets, "no script names its step"
+    assert targets <= set(worker.preload_list())

@@ -7,14 +7,18 @@ revision used in every cache key and rule param downstream.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from valueharms.hashing import sha256_dir, sha256_file, sha256_json
 from valueharms.io import read_json, write_json
@@ -44,12 +48,43 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """Within: one GGUFReader per file and one tensor-name map per (arch, layers).
+
+    transformers parses the whole GGUF for the config, again for the tokenizer and again
+    for the weights (each parse about 7 s here, mostly the 49k-token vocabulary), and
+    builds gguf's tensor-name map once per module (397 times, 10 s): 41 s in all for a
+    2-second de-quantisation. Both are read-only, so sharing them changes no weight.
+    """
+    import gguf
+
+    readers: dict[str, Any] = {}
+    reader_cls = gguf.GGUFReader
+
+    def reader(path: Any, *args: Any, **kwargs: Any) -> Any:
+        key = str(path)
+        if args or kwargs:  # another mode than transformers' read-only use: not shared
+            return reader_cls(path, *args, **kwargs)
+        if key not in readers:
+            readers[key] = reader_cls(path)
+        return readers[key]
+
+    name_map = functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map)
+    with (
+        mock.patch.object(gguf, "GGUFReader", reader),
+        mock.patch.object(gguf, "get_tensor_name_map", name_map),
+    ):
+        yield
+
+
 def convert_gguf(gguf: Path, out_dir: Path) -> dict[str, Any]:
     """De-quantise a GGUF once and save it as fp32 safetensors with its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _gguf_parsed_once():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A de-quantised model still carries its quantizer; without clearing it
     # save_pretrained refuses or writes a config that asks for GGUF again.
     model.hf_quantizer = None

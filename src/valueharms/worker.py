@@ -36,7 +36,8 @@ from valueharms.job import Job
 ENV = "VALUEHARMS_WORKER"  # the socket of this run's worker, set for local jobs
 
 # What a job imports and the worker imports for it, the slow parts first: transformers
-# loads a model's code (and torch.distributed, dynamo, ...) lazily on the first load.
+# loads a model's code (and torch.distributed, dynamo, ...) lazily on the first load. Then
+# what steps import inside their functions, then every valueharms module (`preload_list`).
 PRELOAD = (
     "torch",
     "transformers",
@@ -46,11 +47,33 @@ PRELOAD = (
     "peft",
     "pandas",
     "pyarrow.parquet",
-    "valueharms.generate",
-    "valueharms.judge.steps",
-    "valueharms.train.steps",
-    "valueharms.llm.hf",
+    "scipy.stats",
+    "jsonschema",
+    "matplotlib.figure",
+    "sklearn.metrics",
+    "datasets",
+    "trl",
+    "openai",
 )
+# Not preloaded: a backend this environment may lack, and this module's own entry points.
+SKIP = ("valueharms.llm.vllm_backend", "valueharms.worker", "valueharms.estimate.__main__")
+
+
+def preload_list() -> tuple[str, ...]:
+    """PRELOAD, then every module of the valueharms package but SKIP: a step imports its
+    own modules inside its function (valueharms.plan's config schema, scipy, ...), about
+    1.5 s that each job would otherwise pay again."""
+    import pkgutil
+
+    import valueharms
+
+    ours = sorted(
+        m.name
+        for m in pkgutil.walk_packages(valueharms.__path__, "valueharms.")
+        if m.name not in SKIP
+    )
+    return (*PRELOAD, *ours)
+
 
 log = logging.getLogger(__name__)
 
@@ -136,28 +159,39 @@ def _child(conn: socket.socket) -> int:
     return status
 
 
-def serve(path: str, parent: int | None = None, preload: tuple[str, ...] = PRELOAD) -> None:
-    """Listen on `path` at once (scripts that connect early wait in the backlog), import
-    PRELOAD, then fork a child per job. Ends when `parent` (Snakemake) is gone."""
+def serve(path: str, parent: int | None = None, preload: tuple[str, ...] | None = None) -> None:
+    """Listen on `path` at once, import `preload` (default: preload_list()) and fork a
+    child per job; ends when `parent` (Snakemake) is gone. Jobs that arrive while the
+    imports run are served between two imports, so none waits for all of them (such a
+    child imports what it needs that is not loaded yet)."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(64)
     t0 = time.perf_counter()
-    for module in preload:
+    modules = preload_list() if preload is None else preload
+    server.settimeout(0)
+    for module in modules:
         try:
             importlib.import_module(module)
-        except ImportError as err:  # an environment without one still serves the rest
+        except Exception as err:  # noqa: BLE001 (one that fails to import: the rest serve)
             log.warning("worker: cannot preload %s: %s", module, err)
-    log.info("worker: preloaded %d modules in %.1f s", len(preload), time.perf_counter() - t0)
+        _serve_waiting(server)
+    log.info("worker: preloaded %d modules in %.1f s", len(modules), time.perf_counter() - t0)
     server.settimeout(1.0)
     while parent is None or os.getppid() == parent:
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
+        _serve_waiting(server)
+
+
+def _serve_waiting(server: socket.socket) -> None:
+    """Fork a child for each connection waiting on `server` (within its timeout)."""
+    while True:
         try:
             conn, _ = server.accept()
-        except TimeoutError:
-            continue
+        except (TimeoutError, BlockingIOError):
+            return
         if os.fork() == 0:  # the child: one job, then gone
             server.close()
             conn.settimeout(None)
@@ -170,14 +204,14 @@ def serve(path: str, parent: int | None = None, preload: tuple[str, ...] = PRELO
 
 
 def start(
-    log_path: str | Path | None = None, preload: tuple[str, ...] = PRELOAD
+    log_path: str | Path | None = None, preload: tuple[str, ...] | None = None
 ) -> tuple[subprocess.Popen, str]:
     """Start a worker for this process's jobs; returns it and its socket path (also set
     in this process's environment, which local jobs inherit)."""
     path = os.path.join(tempfile.mkdtemp(prefix="valueharms-worker-"), "socket")
     out = open(log_path, "a") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "valueharms.worker", path, str(os.getpid()), ",".join(preload)],
+        [sys.executable, "-m", "valueharms.worker", path, str(os.getpid()), *(preload or ())],
         stdout=out,
         stderr=subprocess.STDOUT,
     )
@@ -201,5 +235,6 @@ def stop(proc: subprocess.Popen, path: str) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    path, parent, modules = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    serve(path, parent, tuple(m for m in modules.split(",") if m))
+    # No modules named: the default preload (preload_list).
+    path, parent, modules = sys.argv[1], int(sys.argv[2]), tuple(sys.argv[3:])
+    serve(path, parent, modules or None)
