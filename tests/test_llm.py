@@ -674,7 +674,7 @@ def test_choice_scores_from_shared_heads_equal_whole_prompts(
                 adapters_of.append(adapter or "")
     encoded = [reuse.prompt_ids_and_head(r) for r in reqs]
     rows = [ids for ids, _ in encoded]
-    from valueharms.llm.hf import shared_heads
+    from valueharms.llm.hf import shared_heads, shared_lead
 
     heads = shared_heads(rows, adapters_of, [n for _, n in encoded])
     got = reuse._choice_scores(rows, adapters_of, choices, heads)
@@ -688,6 +688,18 @@ def test_choice_scores_from_shared_heads_equal_whole_prompts(
     torch.testing.assert_close(got, two_pass._choice_scores(rows, adapters_of, digits, heads))
     torch.testing.assert_close(
         got, whole._choice_scores(rows, adapters_of, digits), atol=1e-4, rtol=1e-4
+    )
+    # choices that start alike (HEx-PHI's "#thescore: 1".."5", AdvBench's "Verdict: ...")
+    # score their shared ids once, with the prompt, as if each choice continued alone
+    scores = tuple(f"#thescore: {k}" for k in range(1, 6)) + ("#thescore: 10",)
+    ids = [reuse.tokenizer(c, add_special_tokens=False)["input_ids"] for c in scores]
+    assert shared_lead(ids) >= 3 and shared_lead(ids) == len(ids[0]) - 1
+    assert shared_lead([[1, 2], [1, 2, 3]]) == 1 and shared_lead([[4], [4]]) == 0
+    got = reuse._choice_scores(rows, adapters_of, scores, heads)
+    alone = HFBackend("tiny", tiny_model_dir, adapters=adapters, choice_lead=False)
+    torch.testing.assert_close(got, alone._choice_scores(rows, adapters_of, scores, heads))
+    torch.testing.assert_close(
+        got, whole._choice_scores(rows, adapters_of, scores), atol=1e-4, rtol=1e-4
     )
     # 3 conversations x 2 models, "empathy" and "emotions" folded into one head
     assert sum(computed) == 6

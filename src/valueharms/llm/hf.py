@@ -110,6 +110,13 @@ def shared_heads(rows: list[list[int]], adapters: list[str], heads: list[int]) -
     return out
 
 
+def shared_lead(c_ids: list[list[int]]) -> int:
+    """How many leading ids all choices share, each keeping at least one id of its own."""
+    if len(c_ids) < 2:
+        return 0
+    return min(len(os.path.commonprefix(c_ids)), min(map(len, c_ids)) - 1)
+
+
 class HeadCache:
     """The keys and values of shared prompt heads, by (adapter, head ids), the most
     recently used kept within `max_bytes`: a job's subjects each have one head, so each
@@ -142,6 +149,7 @@ class HFSwitches:
     mixed_adapters: bool = True  # one batch mixes adapters (peft adapter_names)
     prefix_reuse: bool = True  # shared heads computed once (shared_heads, _with_heads)
     one_token_choices: bool = True  # one-token choices scored from the prompt's pass
+    choice_lead: bool = True  # ids all choices start with scored once, with the prompt
 
 
 class HFBackend(LocalBackend):
@@ -171,6 +179,7 @@ class HFBackend(LocalBackend):
         self.mixed_adapters = opts.mixed_adapters
         self.heads = HeadCache() if opts.prefix_reuse else None
         self.one_token_choices = opts.one_token_choices
+        self.choice_lead = opts.choice_lead
         self.device, dtype = pick_device()
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
         self.tokenizer.padding_side = "left"
@@ -274,6 +283,11 @@ class HFBackend(LocalBackend):
 
         tok = self.tokenizer
         c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
+        # Ids every choice starts with ("#thescore: " before 1..5) go with the prompt: one
+        # pass scores them for all choices, the choices' own ids follow.
+        n_lead = shared_lead(c_ids) if self.choice_lead else 0
+        lead = c_ids[0][:n_lead]
+        rows, c_ids = [[*r, *lead] for r in rows], [c[n_lead:] for c in c_ids]
         # Only choices of several tokens need a pass beyond the prompt (a survey's "1".."6"
         # and most verdicts are one token each: the prompt's last logits score them).
         multi = [j for j, c in enumerate(c_ids) if len(c) > 1 or not self.one_token_choices]
@@ -295,16 +309,19 @@ class HFBackend(LocalBackend):
                 attention_mask=p_mask,
                 position_ids=(p_mask.cumsum(1) - 1).clamp(min=0)[:, done:],
                 use_cache=bool(multi or head_kw),
-                logits_to_keep=1,
+                logits_to_keep=n_lead + 1,
             )
-            logp_first = torch.log_softmax(first.logits[:, -1].float(), dim=-1).cpu()
+            logp = torch.log_softmax(first.logits[:, -(n_lead + 1) :].float(), dim=-1).cpu()
             if multi:
                 logp_rest = self._continue_choices(
                     _cache_of(first), p_mask, [c_ids[j] for j in multi], first_kw
                 )
+        lead_lp = torch.zeros(len(rows))
+        for k, t in enumerate(lead):  # lead token k is predicted at kept position k
+            lead_lp = lead_lp + logp[:, k, t]
         scores = torch.empty(len(rows), len(c_ids))
         for j, c in enumerate(c_ids):
-            lp = logp_first[:, c[0]]
+            lp = lead_lp + logp[:, -1, c[0]] if lead else logp[:, -1, c[0]]
             for k in range(1, len(c)):  # token k is predicted after tail token k-1
                 lp = lp + logp_rest[:, multi.index(j), k - 1, c[k]]
             scores[:, j] = lp
