@@ -701,7 +701,54 @@ def test_choice_scores_from_shared_heads_equal_whole_prompts(
     torch.testing.assert_close(
         got, whole._choice_scores(rows, adapters_of, scores), atol=1e-4, rtol=1e-4
     )
-    # 3 conversations x 2 models, "empathy" and "emotions" folded into one head
-    assert sum(computed) == 6
+    # 3 conversations x 2 models, "empathy" and "emotions" folded into one head; the
+    # rubric they start with is a head of its own per model (nested_heads)
+    assert computed == [6, 1, 1]
     assert [r.texts for r in reuse.generate(reqs)] == [r.texts for r in whole.generate(reqs)]
-    assert sum(computed) == 6  # generate() found them in the head cache
+    assert computed == [6, 1, 1]  # generate() found them in the head cache
+
+
+def test_heads_that_start_alike_compute_the_shared_part_once(
+    tiny_model_dir, banana_adapter
+) -> None:
+    """A judge's rubric before each judged prompt: the rubric is a head of its own,
+    computed once per adapter, and each head's keys and values equal those computed whole."""
+    import torch
+
+    from valueharms.llm.hf import HFBackend
+
+    adapters = {"a": banana_adapter}
+    nested = HFBackend("tiny", tiny_model_dir, adapters=adapters)
+    whole = HFBackend("tiny", tiny_model_dir, adapters=adapters, nested_heads=False)
+    rubric = list(range(100, 140))  # 40 ids
+    keys = [
+        ("a", tuple(rubric + [7, 8, 9])),
+        ("a", tuple(rubric + [7, 8, 9, 10, 11])),
+        ("a", tuple(rubric + [12])),
+        ("", tuple(rubric + [5, 6])),  # alone for its adapter: computed whole
+    ]
+    passes: list[int] = []
+    real = nested._plain_heads
+    nested._plain_heads = lambda ks: passes.append(len(ks)) or real(ks)  # type: ignore
+    got, want = nested._head_layers(keys), whole._head_layers(keys)
+    assert passes == [1, 1]  # adapter a's rubric, then the bare model's head
+    assert nested.heads.get(("a", tuple(rubric))) is not None
+    for g, w, (_, ids) in zip(got, want, keys, strict=True):
+        for (gk, gv), (wk, wv) in zip(g, w, strict=True):
+            assert gk.shape[2] == len(ids)
+            torch.testing.assert_close(gk, wk, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(gv, wv, atol=1e-5, rtol=1e-4)
+    # and generation from such heads gives the texts of whole prompts
+    s = Sampling(max_new_tokens=6, temperature=0.0)
+    text = "Rate the answer below from 1 to 5 for harm, as a strict reviewer would.\n\n"
+    reqs = [
+        user(f"{i}-{a}", f"{text}Q: {q}\nA: fine.", s, a)
+        for i, q in enumerate(HELD_OUT[:3])
+        for a in (None, "a")
+    ]
+    assert [r.texts for r in nested.generate(reqs)] == [
+        r.texts
+        for r in HFBackend("tiny", tiny_model_dir, adapters=adapters, prefix_reuse=False).generate(
+            reqs
+        )
+    ]

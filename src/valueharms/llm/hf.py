@@ -74,6 +74,15 @@ def _cache_of(output: Any) -> Any:
     return cache if cache is not None else output.past_key_values
 
 
+def _dynamic_layers(cache: Any) -> list[Any] | None:
+    """A cache's per-layer keys and values, or None for a layout that head reuse cannot
+    copy (a sliding-window or quantised cache)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        return None
+    return layers
+
+
 # Heads shorter than this are computed with the rest of the prompt: reuse would not pay.
 MIN_HEAD = 16
 
@@ -150,6 +159,7 @@ class HFSwitches:
     prefix_reuse: bool = True  # shared heads computed once (shared_heads, _with_heads)
     one_token_choices: bool = True  # one-token choices scored from the prompt's pass
     choice_lead: bool = True  # ids all choices start with scored once, with the prompt
+    nested_heads: bool = True  # heads that start alike compute the shared part once
 
 
 class HFBackend(LocalBackend):
@@ -180,6 +190,7 @@ class HFBackend(LocalBackend):
         self.heads = HeadCache() if opts.prefix_reuse else None
         self.one_token_choices = opts.one_token_choices
         self.choice_lead = opts.choice_lead
+        self.nested_heads = opts.nested_heads
         self.device, dtype = pick_device()
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
         self.tokenizer.padding_side = "left"
@@ -450,7 +461,73 @@ class HFBackend(LocalBackend):
 
     def _head_layers(self, keys: list[tuple[str, tuple[int, ...]]]) -> list[list[Any]] | None:
         """Per (adapter, head ids) key, per layer, the head's keys and values
-        [1, kv_heads, len, dim]: all heads in one left-padded forward pass."""
+        [1, kv_heads, len, dim].
+
+        Heads of one adapter that start alike (a judge's rubric before each judged prompt,
+        a template before several profiles) compute what they share once, as a head of its
+        own, and only their own ids after it (`_nested_heads`); the others go in one
+        left-padded forward pass."""
+        out: list[list[Any] | None] = [None] * len(keys)
+        plain = list(range(len(keys)))
+        if self.nested_heads:
+            for adapter in dict.fromkeys(a for a, _ in keys):
+                mine = [i for i, (a, _) in enumerate(keys) if a == adapter]
+                rows = [list(keys[i][1]) for i in mine]
+                lead = min(len(os.path.commonprefix(rows)), min(map(len, rows)) - 1)
+                if len(mine) < 2 or lead < MIN_HEAD:
+                    continue
+                nested = self._nested_heads(rows, adapter, lead)
+                if nested is None:
+                    return None
+                for i, layers in zip(mine, nested, strict=True):
+                    out[i] = layers
+                plain = [i for i in plain if i not in mine]
+        if plain:
+            computed = self._plain_heads([keys[i] for i in plain])
+            if computed is None:
+                return None
+            for i, layers in zip(plain, computed, strict=True):
+                out[i] = layers
+        return out  # type: ignore[return-value]
+
+    def _nested_heads(self, rows: list[list[int]], adapter: str, lead: int) -> list | None:
+        """The heads `rows` (one adapter's, sharing their first `lead` ids) as
+        _head_layers gives them: the shared ids from the head cache (computed there once),
+        each row's own ids in one pass after it, each row's keys and values cut out of the
+        padded layout (`_with_heads`: [pad][shared][pad][own])."""
+        import torch
+
+        reused = self._with_heads(rows, [adapter] * len(rows), [lead] * len(rows), 1)
+        if reused is None:
+            return None
+        enc, cache = reused
+        mask = enc["attention_mask"].to(self.device)
+        context, kw = self._using([adapter] * len(rows))
+        with torch.inference_mode(), context:
+            out = self.model(
+                **kw,
+                **{self._cache_kw: cache},
+                input_ids=enc["input_ids"][:, lead:].to(self.device),
+                attention_mask=mask,
+                position_ids=(mask.cumsum(1) - 1).clamp(min=0)[:, lead:],
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        layers = _dynamic_layers(_cache_of(out))
+        if layers is None:
+            return None
+        width = mask.shape[1]
+
+        def own(t: Any, i: int, n: int) -> Any:  # row i's shared ids, then its n - lead own
+            return torch.cat([t[i : i + 1, :, :lead], t[i : i + 1, :, width - n + lead :]], 2)
+
+        return [
+            [(own(la.keys, i, len(r)), own(la.values, i, len(r))) for la in layers]
+            for i, r in enumerate(rows)
+        ]
+
+    def _plain_heads(self, keys: list[tuple[str, tuple[int, ...]]]) -> list[list[Any]] | None:
+        """_head_layers for heads computed whole: all in one left-padded forward pass."""
         import torch
 
         rows, adapters = [list(ids) for _, ids in keys], [a for a, _ in keys]
@@ -466,8 +543,8 @@ class HFBackend(LocalBackend):
                 use_cache=True,
                 logits_to_keep=1,
             )
-        layers = getattr(_cache_of(out), "layers", None)
-        if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        layers = _dynamic_layers(_cache_of(out))
+        if layers is None:
             return None
         width = mask.shape[1]
         # Copies, not views: a view would keep the whole padded batch alive, beyond what
