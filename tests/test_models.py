@@ -54,3 +54,22 @@ def test_the_embedded_model_has_the_weights_of_a_plain_conversion(tmp_path) -> N
     info = models.prepare_base_model({"source": "embedded"}, tmp_path / "smollm2")
     assert tensors_sha256(tmp_path / "smollm2" / "model.safetensors") == PLAIN_CONVERSION_TENSORS
     assert info["weights_sha256"] == models.model_revision(tmp_path / "smollm2")
+
+
+def test_an_adapters_hash_ignores_the_order_peft_writes_its_module_sets_in(tmp_path) -> None:
+    import json
+
+    cfgs = [
+        {"r": 4, "target_modules": ["q_proj", "v_proj"]},
+        {"r": 4, "target_modules": ["v_proj", "q_proj"]},
+    ]
+    hashes = []
+    for i, cfg in enumerate(cfgs):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "adapter_model.safetensors").write_bytes(b"same weights")
+        (d / "adapter_config.json").write_text(json.dumps(cfg))
+        hashes.append(models.adapter_hash(d))
+    assert hashes[0] == hashes[1]
+    (tmp_path / "0" / "adapter_config.json").write_text(json.dumps({**cfgs[0], "r": 8}))
+    assert models.adapter_hash(tmp_path / "0") != hashes[1]  # a real change still counts

@@ -24,6 +24,13 @@ def ok(job):
 
 def fail(job):
     raise ValueError("boom")
+
+def base(job):
+    import torch
+    from valueharms.worker import take_base
+    got, again = take_base(job.input[0]), take_base(job.input[0])
+    kind = type(got).__name__
+    Path(job.output[0]).write_text(f"{kind} {again is None} {torch.get_num_threads()}")
 """
 
 
@@ -113,3 +120,34 @@ def test_the_worker_preloads_every_step_a_script_runs() -> None:
         targets.update(re.findall(r'run\("([\w.]+):\w+"', script.read_text()))
     assert targets, "no script names its step"
     assert targets <= set(worker.preload_list())
+
+
+def test_the_worker_loads_a_jobs_base_once_and_each_child_takes_it_once(
+    steps_module, tiny_model_dir, tmp_path, monkeypatch
+) -> None:
+    import subprocess
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    log = steps_module / "worker.log"
+    proc, path = worker.start(log, preload=("torch", "wsteps"))
+    try:
+        for _ in range(2):
+            job = Job(
+                input=Files.of(str(tiny_model_dir)),
+                output=Files.of(str(tmp_path / "out.txt")),
+                log=str(tmp_path / "step.log"),
+            )
+            worker.run("wsteps:base", job)
+            kind, again_none, threads = (tmp_path / "out.txt").read_text().split()
+            assert kind == "LlamaForCausalLM" and again_none == "True"
+    finally:
+        worker.stop(proc, path)
+    assert log.read_text().count("worker: loaded") == 1  # the second job's child reused it
+    # the worker loads with one thread; its children get torch's own default back
+    fresh = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert threads == fresh.stdout.strip()

@@ -163,6 +163,12 @@ def adapter_hash(adapter_dir: str | Path) -> str:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         cfg.pop("base_model_name_or_path", None)
         cfg.pop("revision", None)
+        # peft keeps these as sets and writes them in the order of the training process's
+        # string hashing (PYTHONHASHSEED): the same adapter in another process would
+        # otherwise get another hash, and every answer of it another cache key.
+        for key in ("target_modules", "exclude_modules"):
+            if isinstance(cfg.get(key), list):
+                cfg[key] = sorted(cfg[key])
         h.update(sha256_json(cfg).encode())
     return h.hexdigest()
 

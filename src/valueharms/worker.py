@@ -9,8 +9,11 @@ with the imports already done. The child writes the job's log as the script woul
 its exit status becomes the script's. Without a worker (a cluster job, the switch off,
 or no answer on the socket) `run` calls the step in the script's own process.
 
-Forking after the imports is safe because the worker runs no torch operation before it
-forks (no OpenMP pool to inherit). The child is not a process of the script, so
+With a CPU-only torch the worker also loads each job's base model (an input directory
+with a revision file) once per run, before forking its child, which takes it instead of
+reading it again (`take_base`; the hf backend does). Forking after the imports and loads
+is safe because the worker runs torch on one thread only (no OpenMP pool to inherit); each
+child gets torch's thread count back. The child is not a process of the script, so
 Snakemake's `benchmark:` files keep their wall time but not the child's memory or CPU.
 """
 
@@ -77,6 +80,11 @@ def preload_list() -> tuple[str, ...]:
 
 log = logging.getLogger(__name__)
 
+# Base models the worker loaded before forking, by (directory, revision file's mtime): a
+# child takes its job's base from here instead of reading it again (`take_base`).
+_BASES: dict[tuple[str, int], Any] = {}
+_THREADS: list[int] = []  # torch's thread count before the worker set 1 (see _warm)
+
 
 def _send(conn: socket.socket, obj: Any) -> None:
     data = pickle.dumps(obj)
@@ -140,9 +148,69 @@ def run(target: str, job: Job) -> None:
     return None
 
 
-def _child(conn: socket.socket) -> int:
-    """In a forked child: run one job sent over `conn`, report its status."""
-    request = _recv(conn)
+def _base_dirs(job: Job) -> list[str]:
+    """The prepared base models among a job's inputs (directories with a revision file)."""
+    from valueharms.models import REVISION_FILE
+
+    return [
+        p
+        for p in job.input
+        if os.path.isfile(os.path.join(p, REVISION_FILE))
+        and os.path.isfile(os.path.join(p, "config.json"))
+    ]
+
+
+def _base_key(base_dir: str | Path) -> tuple[str, int] | None:
+    from valueharms.models import REVISION_FILE
+
+    try:
+        return str(Path(base_dir).resolve()), os.stat(Path(base_dir) / REVISION_FILE).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _warm(job: Job) -> None:
+    """Load the job's base models into the worker (once per run), so its child and the
+    next jobs' children have them without reading them again.
+
+    Only with a CPU-only torch: a CUDA context does not survive a fork. The worker sets
+    torch to one thread first, so loading starts no OpenMP pool that a forked child would
+    inherit broken; the child restores the thread count before its job."""
+    import torch
+
+    if torch.version.cuda is not None or getattr(torch.version, "hip", None):
+        return
+    for base in _base_dirs(job):
+        key = _base_key(base)
+        if key is None or key in _BASES:
+            continue
+        if not _THREADS:
+            _THREADS.append(torch.get_num_threads())
+            torch.set_num_threads(1)
+        from transformers import AutoModelForCausalLM
+
+        t0 = time.perf_counter()
+        try:
+            _BASES[key] = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+        except Exception as err:  # noqa: BLE001 (not a causal LM: the job loads its own)
+            log.warning("worker: cannot preload %s: %s", base, err)
+            continue
+        log.info("worker: loaded %s in %.1f s", base, time.perf_counter() - t0)
+
+
+def take_base(base_dir: str | Path) -> Any | None:
+    """The base model at `base_dir` as the worker loaded it (fp32, CPU), or None. A child
+    gets it once: the caller may wrap it in adapters, so a second backend loads its own."""
+    key = _base_key(base_dir)
+    return _BASES.pop(key, None) if key else None
+
+
+def _child(conn: socket.socket, request: dict[str, Any]) -> int:
+    """In a forked child: run the job of `request` (sent over `conn`), report its status."""
+    if _THREADS:
+        import torch
+
+        torch.set_num_threads(_THREADS[0])
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -192,12 +260,21 @@ def _serve_waiting(server: socket.socket) -> None:
             conn, _ = server.accept()
         except (TimeoutError, BlockingIOError):
             return
+        conn.settimeout(None)
+        try:
+            request = _recv(conn)
+        except (ConnectionError, OSError, pickle.UnpicklingError) as err:
+            log.warning("worker: dropped a request: %s", err)
+            conn.close()
+            continue
+        if "torch" in sys.modules:  # preloading done or under way: load the job's base
+            with contextlib.suppress(Exception):
+                _warm(request["job"])
         if os.fork() == 0:  # the child: one job, then gone
             server.close()
-            conn.settimeout(None)
             code = 1
             try:
-                code = _child(conn)
+                code = _child(conn, request)
             finally:
                 os._exit(code)
         conn.close()
@@ -237,4 +314,5 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # No modules named: the default preload (preload_list).
     path, parent, modules = sys.argv[1], int(sys.argv[2]), tuple(sys.argv[3:])
-    serve(path, parent, modules or None)
+    # Run as valueharms.worker, not __main__: children look up its loaded bases there.
+    importlib.import_module("valueharms.worker").serve(path, parent, modules or None)

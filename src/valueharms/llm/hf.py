@@ -27,6 +27,7 @@ from valueharms.llm.interface import (
 )
 from valueharms.llm.local import LocalBackend
 from valueharms.models import model_revision
+from valueharms.worker import take_base
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,10 @@ class HFBackend(LocalBackend):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.use_special_tokens(add_special_tokens)
-        model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=dtype)
+        # In a local run's worker child, the worker may have loaded the base already.
+        model = take_base(self.base_dir) if self.device == "cpu" else None
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=dtype)
         self._revision = model_revision(self.base_dir)
         self._adapter_revisions: dict[str, str] = {}
         for name, path in (adapters or {}).items():
