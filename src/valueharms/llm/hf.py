@@ -505,22 +505,10 @@ class HFBackend(LocalBackend):
         if reused is None:
             return None
         enc, cache = reused
-        mask = enc["attention_mask"].to(self.device)
-        context, kw = self._using([adapter] * len(rows))
-        with torch.inference_mode(), context:
-            out = self.model(
-                **kw,
-                **{self._cache_kw: cache},
-                input_ids=enc["input_ids"][:, lead:].to(self.device),
-                attention_mask=mask,
-                position_ids=(mask.cumsum(1) - 1).clamp(min=0)[:, lead:],
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        layers = _dynamic_layers(_cache_of(out))
+        layers = self._cached_layers(enc, [adapter] * len(rows), cache, lead)
         if layers is None:
             return None
-        width = mask.shape[1]
+        width = enc["attention_mask"].shape[1]
 
         def own(t: Any, i: int, n: int) -> Any:  # row i's shared ids, then its n - lead own
             return torch.cat([t[i : i + 1, :, :lead], t[i : i + 1, :, width - n + lead :]], 2)
@@ -530,27 +518,38 @@ class HFBackend(LocalBackend):
             for i, r in enumerate(rows)
         ]
 
-    def _plain_heads(self, keys: list[tuple[str, tuple[int, ...]]]) -> list[list[Any]] | None:
-        """_head_layers for heads computed whole: all in one left-padded forward pass."""
+    def _cached_layers(
+        self, enc: dict[str, Any], adapters: list[str], cache: Any = None, done: int = 0
+    ) -> list[Any] | None:
+        """The per-layer keys and values after one forward pass over the left-padded batch
+        `enc`, whose first `done` columns are already in `cache` (None: no cache)."""
         import torch
 
-        rows, adapters = [list(ids) for _, ids in keys], [a for a, _ in keys]
-        enc = {k: v.to(self.device) for k, v in left_pad(rows, self.tokenizer.pad_token_id).items()}
-        mask = enc["attention_mask"]
+        mask = enc["attention_mask"].to(self.device)
         context, kw = self._using(adapters)
+        if cache is not None:
+            kw[self._cache_kw] = cache
         with torch.inference_mode(), context:
             out = self.model(
                 **kw,
-                **enc,
+                input_ids=enc["input_ids"][:, done:].to(self.device),
+                attention_mask=mask,
                 # Positions count real tokens only, as generate() does with left padding.
-                position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                position_ids=(mask.cumsum(1) - 1).clamp(min=0)[:, done:],
                 use_cache=True,
                 logits_to_keep=1,
             )
-        layers = _dynamic_layers(_cache_of(out))
+        return _dynamic_layers(_cache_of(out))
+
+    def _plain_heads(self, keys: list[tuple[str, tuple[int, ...]]]) -> list[list[Any]] | None:
+        """_head_layers for heads computed whole: all in one left-padded forward pass."""
+
+        rows, adapters = [list(ids) for _, ids in keys], [a for a, _ in keys]
+        enc = left_pad(rows, self.tokenizer.pad_token_id)
+        layers = self._cached_layers(enc, adapters)
         if layers is None:
             return None
-        width = mask.shape[1]
+        width = enc["attention_mask"].shape[1]
         # Copies, not views: a view would keep the whole padded batch alive, beyond what
         # HeadCache counts against its byte bound.
         return [
