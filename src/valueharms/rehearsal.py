@@ -72,10 +72,14 @@ def local_cluster_profile(profile: Mapping[str, Any]) -> tuple[dict[str, Any], l
     for rule, settings in sorted((out.get("set-resources") or {}).items()):
         if isinstance(settings, dict) and "slurm_partition" in settings:
             # The profile's YAML anchors share one dict between rules: copy before editing.
-            out["set-resources"][rule] = {
-                k: v for k, v in settings.items() if k != "slurm_partition"
-            }
+            rest = {k: v for k, v in settings.items() if k != "slurm_partition"}
+            if rest:
+                out["set-resources"][rule] = rest
+            else:  # an empty entry becomes an empty --set-resources argument
+                del out["set-resources"][rule]
             changes.append(f"set-resources: {rule}: slurm_partition removed (one partition)")
+    if "set-resources" in out and not out["set-resources"]:
+        del out["set-resources"]
     for key, value, why in (
         ("slurm-status-command", "squeue", "no slurmdbd, so no sacct"),
         ("slurm-no-account", True, "no accounts"),
