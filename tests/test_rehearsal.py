@@ -194,7 +194,7 @@ def test_the_first_submission_is_timed_from_snakemakes_timestamps() -> None:
     out = (
         "Building DAG of jobs...\n[Thu Dec  3 14:30:41 2026]\nrule prepare_base_model:\n"
         "    output: results/models/tiny/base\n"
-        "Submitted job 3 with external jobid '75'.\n[Thu Dec  3 14:31:00 2026]\n"
+        "Job 3 has been submitted with SLURM jobid 75 (log: x).\n[Thu Dec  3 14:31:00 2026]\n"
         "Submitted group job x with external jobid '76'.\n"
     )
     assert rehearsal._first_submission(out, t0) == 41.0

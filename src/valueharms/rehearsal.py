@@ -520,12 +520,13 @@ def run_snakemake(
 
 def _first_submission(text: str, t0: float) -> float | None:
     """Seconds from the start to the first sbatch (Snakemake's parse, DAG, preflight): the
-    last timestamp Snakemake printed before its first 'Submitted ... job'."""
+    last timestamp Snakemake printed before its first '... has been submitted with SLURM
+    jobid' (or 'Submitted job', as older versions put it)."""
     stamp = None
     for line in text.splitlines():
         if m := re.fullmatch(r"\[(\w{3} \w{3}\s+\d+ \d\d:\d\d:\d\d \d{4})\]\s*", line):
             stamp = dt.datetime.strptime(re.sub(r"\s+", " ", m.group(1)), "%a %b %d %H:%M:%S %Y")
-        elif "Submitted" in line and "job" in line and stamp is not None:
+        elif re.search(r"submitted", line, flags=re.I) and "job" in line and stamp is not None:
             return (stamp - dt.datetime.fromtimestamp(t0)).total_seconds()
     return None
 
