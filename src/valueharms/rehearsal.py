@@ -330,6 +330,7 @@ def report_shape(results: Path) -> dict[str, Any]:
     """What the report is built on: VIM subjects with metrics, the value x risk grid of
     the correlations, and the model-type tests (from results/stats); and the report's size."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
     out: dict[str, Any] = {}
     report = results / "report" / "index.html"
@@ -346,7 +347,12 @@ def report_shape(results: Path) -> dict[str, Any]:
         out["model_type_tests"] = len(t)
         out["model_type_baselines"] = sorted(t["baseline"].astype(str).unique())
         out["model_type_tests_with_p"] = int(t["p_holm"].notna().sum())
-    metrics = sorted((results / "metrics").glob("*.parquet"))
+    # Metrics tables (not the *_failures / *_scores ones, which have other columns).
+    metrics = [
+        f
+        for f in sorted((results / "metrics").glob("*.parquet"))
+        if "model_id" in pq.read_schema(f).names
+    ]
     vim: set[str] = set()
     for f in metrics:
         m = pd.read_parquet(f, columns=["model_id"])
