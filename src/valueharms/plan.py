@@ -206,7 +206,8 @@ def check_models(config: dict[str, Any]) -> None:
     if config["models"][config["base_model"]].get("source") == "api":
         raise ConfigError(
             f"config key 'base_model': '{config['base_model']}' is served by an API; "
-            "Study A trains adapters on it, so it needs weights (source embedded, hub or path)"
+            "Study A trains adapters on it, so it needs weights (source embedded, hub, path or "
+            "tiny_random)"
         )
     judge = config["judges"]["llm"]
     if is_api(config, judge["model"]) and judge["mode"] == "choice":
@@ -217,6 +218,11 @@ def check_models(config: dict[str, Any]) -> None:
     for mid, spec in config["models"].items():
         if spec.get("source") == "hub" and not spec.get("hf_id") and not spec.get("path"):
             raise ConfigError(f"config key 'models.{mid}': a hub model needs hf_id (or a path)")
+        if "tiny_random" in spec and spec.get("source") != "tiny_random":
+            raise ConfigError(
+                f"config key 'models.{mid}.tiny_random': only for source tiny_random "
+                f"(this model's source is {spec.get('source')})"
+            )
         if spec.get("path") and not Path(spec["path"]).exists():
             raise ConfigError(f"config key 'models.{mid}.path': not found: {spec['path']}")
 

@@ -148,6 +148,8 @@ def model_size(config: Mapping[str, Any], model: str) -> ModelSize:
     `params_b`, then `estimate.params_b.<id>`, then the built-in table by hub id."""
     spec = (config.get("models") or {}).get(model) or {}
     overrides = (config.get("estimate") or {}).get("params_b") or {}
+    if spec.get("source") == "tiny_random" and model not in overrides:
+        return tiny_random_size(model, spec.get("tiny_random") or {})
     fam = _BY_LABEL[EMBEDDED] if spec.get("source") == "embedded" else None
     fam = fam or family_of(spec.get("hf_id")) or family_of(model)
     arch = fam.arch if fam else None
@@ -158,6 +160,24 @@ def model_size(config: Mapping[str, Any], model: str) -> ModelSize:
     if fam is not None:
         return ModelSize(model, fam.params_b, arch, f"table: {fam.label}")
     return ModelSize(model, None, None, "unknown")
+
+
+# The embedded SmolLM2 tokenizer's vocabulary, which every tiny_random model uses.
+SMOLLM2_VOCAB = 49152
+
+
+def tiny_random_size(model: str, shape: Mapping[str, Any]) -> ModelSize:
+    """A tiny_random model's parameters, counted from its shape (models.<id>.tiny_random;
+    valueharms.models.build_tiny_random): tied embeddings, q/k/v/o, the MLP, the norms."""
+    from valueharms.models import TINY_RANDOM_DEFAULTS
+
+    s = {**TINY_RANDOM_DEFAULTS, **shape}
+    h, n, inter = s["hidden_size"], s["num_hidden_layers"], s["intermediate_size"]
+    heads = s["num_attention_heads"]
+    arch = Arch(n, h, heads, heads, h // heads, inter)
+    per_layer = 4 * h * h + 3 * h * inter + 2 * h
+    params = SMOLLM2_VOCAB * h + n * per_layer + h
+    return ModelSize(model, params / 1e9, arch, "models.<id>.tiny_random shape")
 
 
 def lora_params(arch: Arch | None, rank: int, targets: list[str]) -> int | None:

@@ -81,7 +81,7 @@ def _model_key(config: dict[str, Any], key: str, model: str, weights: bool) -> s
     if weights and _plan.is_api(config, model):
         raise ConfigError(
             f"config key '{key}': '{model}' is served by an API; Study B trains LoRA "
-            "adapters on it, so it needs weights (source embedded, hub or path)"
+            "adapters on it, so it needs weights (source embedded, hub, path or tiny_random)"
         )
     return model
 
