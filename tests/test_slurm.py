@@ -21,7 +21,6 @@ the job logs are printed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -34,6 +33,8 @@ from pathlib import Path
 import pytest
 import yaml
 from paths import ROOT
+
+from valueharms.rehearsal import cluster_lock
 
 SCRIPT = ROOT / "cluster" / "slurm.sh"
 SUBMISSIONS = ROOT / "cluster" / "submissions.py"
@@ -88,30 +89,16 @@ def slurm_sh(cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     return sh("bash", str(SCRIPT), cmd, timeout=timeout)
 
 
-@contextlib.contextmanager
-def exclusive(timeout: float):
-    """One test session at a time on this machine's cluster (two checkouts' CI runs)."""
-    state = os.environ.get("VALUEHARMS_SLURM_DIR", "/tmp/valueharms-slurm")
-    with open(f"{state}.lock", "w") as lock:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.time() > deadline:
-                    pytest.fail(f"another test session held {state}.lock for {timeout} s")
-                time.sleep(2)
-        yield
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """The one-node cluster: installed (if missing) and started here, stopped at the end.
 
     A cluster that was already running is used and left running.
     """
-    with exclusive(timeout=900):
+    # One test session at a time on this machine's cluster (two checkouts' CI runs, a
+    # rehearsal): the lock valueharms.rehearsal takes too.
+    state = Path(os.environ.get("VALUEHARMS_SLURM_DIR", "/tmp/valueharms-slurm"))
+    with cluster_lock(state, timeout=900):
         yield from _cluster()
 
 
