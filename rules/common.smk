@@ -8,7 +8,7 @@ from valueharms import benchmarks, plan, preflight, worker
 from valueharms.config import ConfigError, deep_merge, load_yaml, validate
 from valueharms.data.sources import DataError
 from valueharms.hashing import code_hash, sha256_json
-from valueharms.job import Job, log_to
+from valueharms.job import Job, log_here
 from valueharms.mitigation import BENCHMARK as MIT_BENCHMARK
 from valueharms.planner import MIT_PAIRS_FILE, distribution_file
 from valueharms.studyb import plan as sbplan

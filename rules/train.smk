@@ -105,7 +105,7 @@ else:
             tokenization=config["tokenization"],
             code=code("scripts/train_vim_group.py"),
         run:
-            with log_to(log[0]):
+            with log_here(log[0]):
                 train_groups.key_job(Job.from_run(input, output, params))
 
     rule train_vim_group:
@@ -160,7 +160,7 @@ else:
             dist=lambda w: w.dist,
             store=lambda w: train_groups.store_root(w.base),
         run:
-            with log_to(log[0]):
+            with log_here(log[0]):
                 train_groups.place_adapters_job(Job.from_run(input, output, params))
 
 

@@ -268,3 +268,33 @@ def test_editing_a_helper_reruns_exactly_the_jobs_that_run_it(
     assert out.returncode == 0, out.stderr + out.stdout
     assert job_counts(out.stdout) == forced
     assert "Params have changed since last execution" in out.stdout
+
+
+def test_parses_are_kept_on_disk_by_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file's (digest, imports) is stored under its bytes: the next process reads it
+    instead of parsing; a damaged entry is parsed again; an edit gets a new entry."""
+    from valueharms import hashing
+
+    monkeypatch.setattr(hashing, "_AST_CACHE", tmp_path / "cache")
+    src = tmp_path / "mod.py"
+    src.write_text("import os\nfrom valueharms import io\nX = 1  # a comment\n")
+    clear_code_cache()
+    first = hashing._parsed(src)
+    assert first == hashing._parse(src.read_text(), src)
+    (stored,) = (tmp_path / "cache").rglob("*.json")
+
+    stored.write_text('["from-disk", [[0, "os", []]]]')  # proves the next call reads it
+    clear_code_cache()
+    assert hashing._parsed(src) == ("from-disk", ((0, "os", ()),))
+
+    stored.write_text("not json")
+    clear_code_cache()
+    assert hashing._parsed(src) == first
+
+    src.write_text("import sys\n")
+    clear_code_cache()
+    assert hashing._parsed(src)[1] == ((0, "sys", ()),)
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 2
+    clear_code_cache()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from snakemake.iocontainers import InputFiles, Namedlist, OutputFiles, Params, Wildcards
 
-from valueharms.job import Files, Job
+from valueharms.job import Files, Job, log_here
 
 
 def _named(cls: type, **items: object) -> Namedlist:
@@ -69,3 +71,32 @@ def test_a_failure_is_logged_before_it_propagates(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"), job.logged():
         raise RuntimeError("boom")
     assert "job failed" in (tmp_path / "j.log").read_text()
+
+
+def test_log_here_takes_only_this_threads_records(tmp_path: Path) -> None:
+    """An in-process job's log gets its own thread's valueharms records and leaves
+    Snakemake's streams and root handlers alone (the SLURM executor kept writing to a
+    closed job log when local jobs redirected the whole process)."""
+    log = logging.getLogger("valueharms.train.groups")
+    stdout, root_handlers = sys.stdout, list(logging.getLogger().handlers)
+    other_done = threading.Event()
+
+    def other() -> None:
+        log.info("from another thread")
+        other_done.set()
+
+    with log_here(str(tmp_path / "job.log")):
+        assert sys.stdout is stdout
+        assert logging.getLogger().handlers == root_handlers
+        log.info("adapters placed")
+        threading.Thread(target=other).start()
+        assert other_done.wait(10)
+    log.info("after the job")
+    text = (tmp_path / "job.log").read_text()
+    assert "adapters placed" in text
+    assert "another thread" not in text and "after the job" not in text
+    assert logging.getLogger("valueharms").handlers == []
+
+    with pytest.raises(ValueError), log_here(str(tmp_path / "failed.log")):
+        raise ValueError("bad key")
+    assert "job failed" in (tmp_path / "failed.log").read_text()

@@ -39,6 +39,9 @@ def test_the_profile_for_the_test_cluster_changes_only_what_it_lacks() -> None:
     assert all(derived.get("set-resources", {}).values())
     assert derived["slurm-status-command"] == "squeue" and derived["slurm-no-account"] is True
     assert any("train_vim_group: slurm_partition removed" in c for c in changes)
+    # Jobs of seconds: polled every 2 s, not 40 s and more (each change is listed).
+    assert derived["slurm-init-seconds-before-status-checks"] == 2
+    assert any(c.startswith("slurm-init-seconds-before-status-checks: 2") for c in changes)
     # Everything else is the profile's own: groups, components, jobs, polling, retries.
     for key in ("groups", "group-components", "jobs", "retries", "latency-wait", "executor"):
         assert derived[key] == slurm[key]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +192,43 @@ def _discovers_modules(init: Path) -> bool:
     return "iter_modules(__path__)" in init.read_text("utf-8")
 
 
+Imports = tuple[tuple[int, str, tuple[str, ...]], ...]
+
+
 @functools.cache
-def _parsed(path: Path) -> tuple[str, tuple[tuple[int, str, tuple[str, ...]], ...]]:
+def _parsed(path: Path) -> tuple[str, Imports]:
     """(hash of the normalised source, imports) of one Python file.
 
     Normalised: the AST without positions, so comments and layout do not count;
-    docstrings are dropped too, as nothing in the package reads __doc__.
+    docstrings are dropped too, as nothing in the package reads __doc__. Every Snakemake
+    start (each SLURM job, each test run) hashes ~100 files, ~2 s of parsing, so the
+    answer is kept on disk under the file's bytes and the Python version (`_AST_CACHE`).
     """
-    tree = ast.parse(path.read_text("utf-8"), filename=str(path))
+    data = path.read_bytes()
+    key = f"{hashlib.sha256(data).hexdigest()}-{sys.version_info[0]}.{sys.version_info[1]}"
+    stored = _AST_CACHE / key[:2] / f"{key}.json"
+    try:
+        digest, imports = json.loads(stored.read_text("utf-8"))
+        return digest, tuple((lvl, mod, tuple(names)) for lvl, mod, names in imports)
+    except (OSError, ValueError, TypeError):
+        pass
+    out = _parse(data.decode("utf-8"), path)
+    with contextlib.suppress(OSError):  # a read-only home only costs the time
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stored.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(out), encoding="utf-8")
+        os.replace(tmp, stored)
+    return out
+
+
+# Where `_parsed` keeps its answers: content-addressed, so shared by every checkout.
+_AST_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "valueharms" / "code-ast"
+)
+
+
+def _parse(text: str, path: Path) -> tuple[str, Imports]:
+    tree = ast.parse(text, filename=str(path))
     imports: list[tuple[int, str, tuple[str, ...]]] = []
     todo: list[ast.AST] = [tree]
     while todo:  # statements only (imports are statements), function-local ones included

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,3 +132,34 @@ def log_to(log_path: str | None) -> Iterator[None]:
             except BaseException:
                 logging.exception("job failed")
                 raise
+
+
+@contextlib.contextmanager
+def log_here(log_path: str | None) -> Iterator[None]:
+    """`log_to` for a job that runs inside Snakemake's own process (a `run:` block of a
+    local rule): only this thread's records of the `valueharms` loggers go to `log_path`.
+
+    `log_to` redirects the whole process (stdout, stderr, the root logger); inside
+    Snakemake that would also capture its executor's messages, which then fail once the
+    file is closed. Here Snakemake's streams and handlers are left as they are.
+    """
+    log_path = log_path or os.devnull
+    os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+    logger = logging.getLogger("valueharms")
+    handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    thread = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == thread)
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    except BaseException:
+        logger.exception("job failed")
+        raise
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()

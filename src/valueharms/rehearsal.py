@@ -84,6 +84,10 @@ def local_cluster_profile(profile: Mapping[str, Any]) -> tuple[dict[str, Any], l
         ("slurm-status-command", "squeue", "no slurmdbd, so no sacct"),
         ("slurm-no-account", True, "no accounts"),
         ("slurm-keep-successful-logs", True, "they name each submission's jobs"),
+        # The plugin polls 40 s after a job ends, and 10 s later after each poll that finds
+        # none finished: right for jobs of hours, most of the run for jobs of seconds.
+        ("slurm-init-seconds-before-status-checks", 2, "jobs of seconds, not hours"),
+        ("seconds-between-status-checks", 2, "jobs of seconds, not hours"),
     ):
         if out.get(key) != value:
             out[key] = value

@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from valueharms.benchmarks import Benchmark, LLMVerdicts, Verdict, register
 from valueharms.data.benchmarks import (
@@ -190,6 +189,8 @@ def _upper_bound(x: np.ndarray, n_resamples: int, confidence_level: float, seed:
     """
     if np.all(x == x[0]):
         return float(x[0])
+    from scipy import stats  # here: the workflow imports this module to parse (1.6 s)
+
     res = stats.bootstrap(
         (x,),
         np.mean,

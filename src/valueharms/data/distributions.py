@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from scipy.spatial.distance import jensenshannon
-from scipy.special import rel_entr
 
 from valueharms import VALUES
 from valueharms.data.sources import DataError, check_rows, require_columns, require_file
@@ -197,6 +195,8 @@ def realistic_name(anchor: str, rank: int) -> str:
 
 def _js_distances(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Vectorised scipy.spatial.distance.jensenshannon(p, q_i) for every row q_i of q."""
+    from scipy.special import rel_entr  # scipy here: the workflow's parse imports this module
+
     p = p / p.sum()
     q = q / q.sum(axis=1, keepdims=True)
     m = (p + q) / 2.0
@@ -213,6 +213,8 @@ def realistic_distributions(
     scipy's `jensenshannon` itself: the vectorised pass only shortlists candidates, so a
     last-bit difference between the two can never reorder neighbours.
     """
+    from scipy.spatial.distance import jensenshannon
+
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if len(scores) < k:
@@ -274,6 +276,8 @@ def load_published_table(
     the 14 standard extremes) become extreme; any other row (Study A's reverse_*) custom.
     Respondent ids are unknown (null). Scores must lie in [1, 6].
     """
+    from scipy.spatial.distance import jensenshannon
+
     require_file(name, path)
     with open(path, encoding="utf-8-sig") as fh:
         header = fh.readline()
