@@ -62,9 +62,16 @@ rehearsal-extremes: $(STAMP)
 	$(BIN)/python cluster/rehearsal.py --workdir .rehearsal/extremes --configfile \
 		config/study_a.yaml config/rehearsal.yaml config/rehearsal_extremes.yaml $(REHEARSAL_ARGS)
 
+# tests/test_slurm.py spends most of its ~9 min waiting on the scheduler, so it runs beside
+# the rest (its output follows theirs); the exit status is the worse of the two.
 test: $(STAMP) $(VLLM_STAMP)
+	@mkdir -p .pytest_cache
+	$(BIN)/python -m pytest -o cache_dir=.pytest_cache/slurm tests/test_slurm.py > .pytest_cache/test_slurm.out 2>&1 & slurm=$$!; \
 	VALUEHARMS_VLLM_PYTHON=$(abspath $(VLLM_BIN))/python VALUEHARMS_REQUIRE_VLLM=1 \
-		$(BIN)/python -m pytest
+		$(BIN)/python -m pytest --ignore=tests/test_slurm.py; rest=$$?; \
+	wait $$slurm; s=$$?; \
+	echo "== tests/test_slurm.py (ran beside the rest, exit $$s)"; cat .pytest_cache/test_slurm.out; \
+	exit $$(( rest ? rest : s ))
 
 # The edit loop: no model built or loaded, no snakemake, no vLLM (the `slow` marker,
 # set in tests/conftest.py); `make test` runs everything.

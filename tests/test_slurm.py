@@ -278,7 +278,7 @@ def test_one_target_submits_only_its_jobs(cluster, wd: Path) -> None:
     )
 
     t0 = time.time()
-    out = smk(wd, TARGET, timeout=300)
+    out = smk(wd, TARGET, timeout=600)
     TIMINGS["one target"] = time.time() - t0
     with diagnostics(wd, out.stdout + out.stderr):
         assert out.returncode == 0
@@ -333,10 +333,10 @@ def test_cancelled_job_fails_the_run_and_rerun_does_only_the_rest(cluster, wd: P
     output = ""
     try:
         with diagnostics(wd):
-            jobid = _wait_running(wd, CANCEL_RULE, proc, timeout=240)
+            jobid = _wait_running(wd, CANCEL_RULE, proc, timeout=480)
             time.sleep(2)  # let the job's Snakemake start the training script
             assert sh("scancel", str(jobid), timeout=30).returncode == 0
-            output, _ = proc.communicate(timeout=300)
+            output, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()  # Snakemake's own SIGKILL; its SLURM jobs are scancel'ed by stop
@@ -360,14 +360,14 @@ def test_cancelled_job_fails_the_run_and_rerun_does_only_the_rest(cluster, wd: P
         done_before = [
             m for j in slurm_jobs(wd) if j["JobState"] == "COMPLETED" for m in j["members"]
         ]
-        missing = smk(wd, "-n", timeout=120)
+        missing = smk(wd, "-n", timeout=300)
         assert missing.returncode == 0, missing.stderr[-3000:]
         expected = job_counts(missing.stdout + missing.stderr)
         assert expected[CANCEL_RULE] == 1
 
     seen = {j["id"] for j in slurm_jobs(wd)}
     t0 = time.time()
-    rerun = smk(wd, timeout=420)
+    rerun = smk(wd, timeout=900)
     TIMINGS["rerun"] = time.time() - t0
     with diagnostics(wd, rerun.stdout + rerun.stderr):
         assert rerun.returncode == 0
