@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -101,30 +100,34 @@ def test_the_completion_log_and_the_time_beyond_the_rules_own(tmp_path) -> None:
         d.mkdir(parents=True)
         (d / f"{jobid}.log").write_text(f"... --target-jobs {targets} --allowed-rules x\n")
     names = rehearsal.submission_names(logs)
-    rules = rehearsal.submission_rules(logs)
+    targets = rehearsal.submission_jobs(logs)
     assert names == {7: "data", 8: "generate"}
-    assert rules[7] == Counter(distribution=1, vim_examples=1)
+    assert targets[7] == ["distribution:dist=Ach", "vim_examples:dist=Ach"]
 
     bench = tmp_path / "benchmarks"
+    # Ben's jobs ran in no submission of this run's log: they must not count for Ach's.
     for rel, s in (("distribution/Ach.tsv", 1.5), ("vim_examples/Ach.tsv", 2.5),
+                   ("distribution/Ben.tsv", 100.0), ("vim_examples/Ben.tsv", 100.0),
                    ("generate/rtp/t/vim-1.tsv", 40.0), ("report.tsv", 3.0)):  # fmt: skip
         f = bench / rel
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(f"s\th:m:s\tmax_rss\n{s}\t0:00:01\t-\n")
     seconds = rehearsal.benchmark_seconds(bench)
-    assert seconds == {
-        "distribution": [1.5],
-        "vim_examples": [2.5],
-        "generate": [40.0],
-        "report": [3.0],
-    }
+    assert seconds["distribution/Ach"] == 1.5 and seconds["report"] == 3.0
+    assert rehearsal.job_seconds("generate:benchmark=rtp,group=t/vim-1", seconds) == 40.0
+    assert rehearsal.job_seconds("report", seconds) == 3.0
+    assert rehearsal.job_seconds("distribution:dist=Con", seconds) is None
 
-    over = rehearsal.scheduler_overhead(jobs, names, rules, seconds)
+    over = rehearsal.scheduler_overhead(jobs, names, targets, seconds)
     assert over["submissions"] == 2 and over["wall_s"] == 11 + 60
+    assert over["submitted_jobs"] == 3 and over["jobs_without_benchmark"] == 0
     data = next(r for r in over["by_submission"] if r["submitted_as"] == "data")
+    assert data["jobs"] == {"distribution": 1, "vim_examples": 1}
     assert data["rules_own_s"] == 4.0 and data["overhead_s_per_submission"] == 7.0
+    assert data["overhead_s_per_job"] == 3.5
     assert data["queue_wait_s_mean"] == 2.0
     assert over["overhead_s_per_submission"] == (71 - 44) / 2
+    assert over["overhead_s_per_job"] == (71 - 44) / 3
     assert over["queue_wait_s_mean"] == (2 + 6) / 2
 
 
@@ -168,6 +171,7 @@ def test_the_summary_renders_as_a_markdown_table() -> None:
                 {
                     "submitted_as": "generate",
                     "submissions": 5,
+                    "jobs": {"generate": 5},
                     "wall_s": 100.0,
                     "rules_own_s": 52.5,
                     "overhead_s_per_submission": 9.5,
@@ -182,7 +186,7 @@ def test_the_summary_renders_as_a_markdown_table() -> None:
     assert "| wall time of the run | 2 min 05 s |" in md
     assert "| submissions received by SLURM / predicted | 5 / 5 |" in md
     assert "154 VIM subjects; value x risk grid 10 x 25" in md
-    assert "| generate | 5 | 100 | 52 | 9.5 | 1.0 |" in md
+    assert "| generate | 5 | 5 | 100 | 52 | 9.5 | 0.0 | 1.0 |" in md
 
 
 def test_make_rehearsal_runs_the_driver() -> None:

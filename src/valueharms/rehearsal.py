@@ -165,31 +165,39 @@ def submission_names(slurm_logdir: Path) -> dict[int, str]:
     return names
 
 
-def submission_rules(slurm_logdir: Path) -> dict[int, Counter[str]]:
-    """SLURM job id -> rules of the jobs it ran, from the Snakemake call in its log."""
-    out: dict[int, Counter[str]] = {}
+def submission_jobs(slurm_logdir: Path) -> dict[int, list[str]]:
+    """SLURM job id -> the jobs it ran (`rule:name=value,...`), from the Snakemake call
+    in its log."""
+    out: dict[int, list[str]] = {}
     if slurm_logdir.is_dir():
         for log in slurm_logdir.rglob("*.log"):
             if not log.stem.isdigit():
                 continue
             text = log.read_text(errors="replace")
             if m := re.search(r"--target-jobs (.*?) --", text):
-                out[int(log.stem)] = Counter(t.split(":", 1)[0] for t in m.group(1).split())
+                out[int(log.stem)] = m.group(1).split()
     return out
 
 
-def benchmark_seconds(benchdir: Path) -> dict[str, list[float]]:
-    """Rule -> the wall seconds (`s`) of each of its `benchmark:` files."""
-    out: dict[str, list[float]] = defaultdict(list)
+def benchmark_seconds(benchdir: Path) -> dict[str, float]:
+    """Each `benchmark:` file's wall seconds (`s`), by its path below `benchdir` without
+    `.tsv` (`benchmarks/<rule>/<wildcard values>.tsv` -> `<rule>/<values>`)."""
+    out: dict[str, float] = {}
     if benchdir.is_dir():
         for tsv in sorted(benchdir.rglob("*.tsv")):
             lines = tsv.read_text(encoding="utf-8").splitlines()
             if len(lines) >= 2 and lines[0].split("\t")[0] == "s":
-                rule = tsv.relative_to(benchdir).parts[0]
-                if rule.endswith(".tsv"):  # benchmarks/<rule>.tsv
-                    rule = rule[: -len(".tsv")]
-                out[rule].append(float(lines[1].split("\t")[0]))
-    return dict(out)
+                key = tsv.relative_to(benchdir).as_posix()[: -len(".tsv")]
+                out[key] = float(lines[1].split("\t")[0])
+    return out
+
+
+def job_seconds(target: str, bench: Mapping[str, float]) -> float | None:
+    """The benchmark seconds of one `rule:name=value,...` job: the workflow's benchmark
+    files are `benchmarks/<rule>/<its wildcard values in order>.tsv`; None if it has none."""
+    rule, _, wildcards = target.partition(":")
+    values = [kv.split("=", 1)[1] for kv in wildcards.split(",") if "=" in kv]
+    return bench.get("/".join([rule, *values]))
 
 
 def _seconds(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
@@ -199,24 +207,29 @@ def _seconds(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
 def scheduler_overhead(
     jobs: Sequence[Mapping[str, Any]],
     names: Mapping[int, str],
-    rules: Mapping[int, Counter[str]],
-    bench: Mapping[str, list[float]],
+    targets: Mapping[int, Sequence[str]],
+    bench: Mapping[str, float],
 ) -> dict[str, Any]:
     """Per rule or group a run submitted: submissions, SLURM wall time, queue wait, the
-    rules' own time (their benchmark files) and the rest of the wall time per submission
-    (the job's Snakemake start-up, parse and bookkeeping, srun: what a submission costs
-    beyond its work). Also the totals."""
+    own time of the jobs each submission ran (their benchmark files) and the rest of the
+    wall time per submission (the job's Snakemake start-up, parse and bookkeeping, srun:
+    what a submission costs beyond its work). Also the totals."""
     by_name: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for job in jobs:
         by_name[names.get(job["JobId"], "?")].append(job)
     rows = []
+    unmatched = 0
     for name, js in sorted(by_name.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         walls = [w for j in js if (w := _seconds(j["StartTime"], j["EndTime"])) is not None]
         waits = [w for j in js if (w := _seconds(j["SubmitTime"], j["StartTime"])) is not None]
         member_rules: Counter[str] = Counter()
+        own = 0.0
         for j in js:
-            member_rules += rules.get(j["JobId"], Counter())
-        own = sum(sum(bench.get(rule, [])) for rule in member_rules)
+            for target in targets.get(j["JobId"], ()):
+                member_rules[target.split(":", 1)[0]] += 1
+                seconds = job_seconds(target, bench)
+                own += seconds or 0.0
+                unmatched += seconds is None
         rows.append(
             {
                 "submitted_as": name,
@@ -227,19 +240,26 @@ def scheduler_overhead(
                 "queue_wait_s_max": max(waits) if waits else None,
                 "rules_own_s": own,
                 "overhead_s_per_submission": (sum(walls) - own) / len(js) if js else None,
+                "overhead_s_per_job": (sum(walls) - own) / sum(member_rules.values())
+                if member_rules
+                else None,
                 "states": dict(Counter(j.get("JobState") for j in js)),
             }
         )
     n = sum(r["submissions"] for r in rows)
+    n_jobs = sum(sum(r["jobs"].values()) for r in rows)
     wall = sum(r["wall_s"] for r in rows)
     own = sum(r["rules_own_s"] for r in rows)
     waits = [w for j in jobs if (w := _seconds(j["SubmitTime"], j["StartTime"])) is not None]
     return {
         "by_submission": rows,
         "submissions": n,
+        "submitted_jobs": n_jobs,
+        "jobs_without_benchmark": unmatched,
         "wall_s": wall,
         "rules_own_s": own,
         "overhead_s_per_submission": (wall - own) / n if n else None,
+        "overhead_s_per_job": (wall - own) / n_jobs if n_jobs else None,
         "queue_wait_s_mean": sum(waits) / len(waits) if waits else None,
     }
 
@@ -588,7 +608,7 @@ def rehearse(
     overhead = scheduler_overhead(
         jobs,
         submission_names(slurm_logs),
-        submission_rules(slurm_logs),
+        submission_jobs(slurm_logs),
         benchmark_seconds(workdir / "benchmarks"),
     )
     summary["slurm"] = {
@@ -660,8 +680,10 @@ def markdown(s: Mapping[str, Any]) -> str:
         f"{slurm['predicted']} |",
         f"| SLURM job states | {', '.join(f'{k} {v}' for k, v in slurm['states'].items())} |",
         f"| mean queue wait per submission | {slurm['queue_wait_s_mean'] or 0:.1f} s |",
-        f"| SLURM wall time beyond the rules' own time, per submission | "
-        f"{slurm['overhead_s_per_submission'] or 0:.1f} s |",
+        f"| SLURM wall time beyond the rules' own time, per submission / per job | "
+        f"{slurm['overhead_s_per_submission'] or 0:.1f} s / "
+        f"{slurm.get('overhead_s_per_job') or 0:.1f} s "
+        f"({slurm.get('submitted_jobs', '?')} jobs submitted) |",
         f"| peak memory (RSS) of the Snakemake process | {run['peak_rss_mib']:,.0f} MiB |",
     ]
     for name, d in disk.items():
@@ -678,14 +700,15 @@ def markdown(s: Mapping[str, Any]) -> str:
     )
     lines += [
         "",
-        "| submitted as | submissions | SLURM wall (s) | rules' own (s) | "
-        "beyond, per submission (s) | mean queue wait (s) |",
-        "|---|---|---|---|---|---|",
+        "| submitted as | submissions | jobs | SLURM wall (s) | rules' own (s) | "
+        "beyond, per submission (s) | beyond, per job (s) | mean queue wait (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in slurm["by_submission"]:
         lines.append(
-            f"| {row['submitted_as']} | {row['submissions']} | {row['wall_s']:.0f} | "
-            f"{row['rules_own_s']:.0f} | {row['overhead_s_per_submission'] or 0:.1f} | "
-            f"{row['queue_wait_s_mean'] or 0:.1f} |"
+            f"| {row['submitted_as']} | {row['submissions']} | {sum(row['jobs'].values())} | "
+            f"{row['wall_s']:.0f} | {row['rules_own_s']:.0f} | "
+            f"{row['overhead_s_per_submission'] or 0:.1f} | "
+            f"{row.get('overhead_s_per_job') or 0:.1f} | {row['queue_wait_s_mean'] or 0:.1f} |"
         )
     return "\n".join(lines) + "\n"
