@@ -34,7 +34,7 @@ import pytest
 import yaml
 from paths import ROOT
 
-from valueharms.rehearsal import cluster_lock
+from valueharms.rehearsal import SLURM_DIR, cluster_lock
 
 SCRIPT = ROOT / "cluster" / "slurm.sh"
 SUBMISSIONS = ROOT / "cluster" / "submissions.py"
@@ -97,8 +97,7 @@ def cluster():
     """
     # One test session at a time on this machine's cluster (two checkouts' CI runs, a
     # rehearsal): the lock valueharms.rehearsal takes too.
-    state = Path(os.environ.get("VALUEHARMS_SLURM_DIR", "/tmp/valueharms-slurm"))
-    with cluster_lock(state, timeout=900):
+    with cluster_lock(SLURM_DIR, timeout=900):
         yield from _cluster()
 
 

@@ -113,6 +113,9 @@ class Job:
             yield
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # a job log's lines
+
+
 @contextlib.contextmanager
 def log_to(log_path: str | None) -> Iterator[None]:
     """Redirect stdout, stderr and logging to `log_path` (progress bars included); an
@@ -125,7 +128,7 @@ def log_to(log_path: str | None) -> Iterator[None]:
                 stream=fh,
                 level=logging.INFO,
                 force=True,
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                format=LOG_FORMAT,
             )
             try:
                 yield
@@ -147,7 +150,7 @@ def log_here(log_path: str | None) -> Iterator[None]:
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
     logger = logging.getLogger("valueharms")
     handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     thread = threading.get_ident()
     handler.addFilter(lambda record: record.thread == thread)
     level = logger.level

@@ -48,6 +48,8 @@ import yaml
 COPY = ("Snakefile", "rules", "scripts", "config", "resources", "profiles", "envs")
 PROFILE_NAME = "rehearsal"
 PATHS_FILE = "config/rehearsal-paths.yaml"
+# The test cluster's state (cluster/slurm.sh's default); `<SLURM_DIR>.lock` is its lock.
+SLURM_DIR = Path(os.environ.get("VALUEHARMS_SLURM_DIR", "/tmp/valueharms-slurm"))
 # Keys of a dataset block that name files.
 _PATH_KEYS = ("path", "templates_path")
 
@@ -395,7 +397,7 @@ class Rehearsal:
     configfiles: list[str]
     profile: str = "profiles/slurm"
     python: str = sys.executable
-    slurm_dir: Path = Path(os.environ.get("VALUEHARMS_SLURM_DIR", "/tmp/valueharms-slurm"))
+    slurm_dir: Path = SLURM_DIR
     keep_cluster: bool = False
     log: list[str] = field(default_factory=list)
 
