@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -206,3 +208,12 @@ def test_the_first_submission_is_timed_from_snakemakes_timestamps() -> None:
     )
     assert rehearsal._first_submission(out, t0) == 41.0
     assert rehearsal._first_submission("no jobs", t0) is None
+
+
+def test_submissions_help_prints_the_usage_and_runs_no_dry_run() -> None:
+    script = str(ROOT / "cluster" / "submissions.py")
+    out = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "SNAKEMAKE_ARGS" in out.stdout
+    assert "sbatch calls" not in out.stdout  # no (empty) count from a dry run
+    bare = subprocess.run([sys.executable, script], capture_output=True, text=True)
+    assert bare.returncode == 2 and "SNAKEMAKE_ARGS" in bare.stdout
