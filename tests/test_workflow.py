@@ -196,6 +196,17 @@ def test_demo_report_numbers_come_from_outputs(demo: Path) -> None:
     assert set(mit.setting) == {"input_only", "safety", "value", "dual"}
     assert set(mit.model_type) == {"vanilla", "vim"}
     assert set(mit.category) == {"fraud_deception"}
+    # Judge agreement (issue 20, acceptance 4): the two local judges' kappa and its
+    # interval for each judged benchmark, as results/agreement holds them.
+    agreement = html.split('id="agreement"', 1)[1].split("</table>", 1)[0]
+    for bench in ("holisticbiasr", "hexphi", "beavertails"):
+        row = pd.read_parquet(demo / "results" / "agreement" / f"{bench}.parquet").iloc[0]
+        assert row.n_pairs > 0
+        if pd.isna(row.kappa):  # one judge gave a single verdict: no kappa, said so
+            assert "undefined" in agreement and pd.notna(row.note)
+        else:
+            assert f"<td>{row.kappa:.3f}</td>" in agreement
+            assert f"[{row.ci_low:.3f}, {row.ci_high:.3f}]" in agreement
 
 
 @pytest.mark.slow
