@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,10 @@ def test_the_completion_log_and_the_time_beyond_the_rules_own(tmp_path) -> None:
     assert data["rules_own_s"] == 4.0 and data["overhead_s_per_submission"] == 7.0
     assert data["overhead_s_per_job"] == 3.5
     assert data["queue_wait_s_mean"] == 2.0
+    # When each kind ran, from the first submission (job 7's, 12:54:00).
+    assert (data["first_start_min"], data["last_end_min"]) == (2 / 60, 13 / 60)
+    gen = next(r for r in over["by_submission"] if r["submitted_as"] == "generate")
+    assert (gen["first_start_min"], gen["last_end_min"]) == (10 / 60, 70 / 60)
     assert over["overhead_s_per_submission"] == (71 - 44) / 2
     assert over["overhead_s_per_job"] == (71 - 44) / 3
     assert over["queue_wait_s_mean"] == (2 + 6) / 2
@@ -178,6 +183,8 @@ def test_the_summary_renders_as_a_markdown_table() -> None:
                     "rules_own_s": 52.5,
                     "overhead_s_per_submission": 9.5,
                     "queue_wait_s_mean": 1.0,
+                    "first_start_min": 0.5,
+                    "last_end_min": 2.3,
                 }
             ],
         },
@@ -188,7 +195,13 @@ def test_the_summary_renders_as_a_markdown_table() -> None:
     assert "| wall time of the run | 2 min 05 s |" in md
     assert "| submissions received by SLURM / predicted | 5 / 5 |" in md
     assert "154 VIM subjects; value x risk grid 10 x 25" in md
-    assert "| generate | 5 | 5 | 100 | 52 | 9.5 | 0.0 | 1.0 |" in md
+    assert "| generate | 5 | 5 | 100 | 52 | 9.5 | 0.0 | 1.0 | 0.5–2.3 |" in md
+
+
+def test_the_machine_line_gives_its_matmul_speed() -> None:
+    # torch is in the project's environment, so the figure is there, measured
+    m = re.search(r", fp32 matmul (\d+) GFLOP/s$", rehearsal.machine())
+    assert m and int(m.group(1)) > 0
 
 
 def test_make_rehearsal_runs_the_driver() -> None:

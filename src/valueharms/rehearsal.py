@@ -14,9 +14,11 @@ one-node test cluster (cluster/slurm.sh), with a tiny random model, and what it 
 5. runs Snakemake with that profile and records: wall time, jobs, the submissions SLURM
    received (its job completion log) against the prediction, SLURM's own time per
    submission (queue wait, and the job's wall time beyond the rules' own `benchmark:`
-   times), the peak memory of the Snakemake process, and files and bytes written;
+   times), when each kind of submission ran, the peak memory of the Snakemake process,
+   and files and bytes written (and, before the run, the machine's matmul speed);
 6. checks the report's shape from the tables behind it (VIM subjects, the value x risk
-   grid, the model-type tests) and writes `summary.json` and `summary.md` beside the run.
+   grid, the model-type tests) and writes `summary.json`, `summary.md` and the run's
+   SLURM records (`slurm_jobs.json`) beside the run.
 
 The logic is here; cluster/rehearsal.py only parses arguments.
 """
@@ -43,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from valueharms import io
 
 # What a workflow copy needs (as tests/test_slurm.py copies it).
 COPY = ("Snakefile", "rules", "scripts", "config", "resources", "profiles", "envs")
@@ -219,6 +223,14 @@ def scheduler_overhead(
     by_name: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for job in jobs:
         by_name[names.get(job["JobId"], "?")].append(job)
+    # When each kind ran, in minutes from the first submission: the run's stage timeline.
+    submitted = [j["SubmitTime"] for j in jobs if j.get("SubmitTime") is not None]
+    t0 = min(submitted) if submitted else None
+
+    def minutes(times: list[dt.datetime | None], pick: Any) -> float | None:
+        known = [t for t in times if t is not None]
+        return _seconds(t0, pick(known)) / 60 if t0 is not None and known else None
+
     rows = []
     unmatched = 0
     for name, js in sorted(by_name.items(), key=lambda kv: (-len(kv[1]), kv[0])):
@@ -246,6 +258,8 @@ def scheduler_overhead(
                 if member_rules
                 else None,
                 "states": dict(Counter(j.get("JobState") for j in js)),
+                "first_start_min": minutes([j.get("StartTime") for j in js], min),
+                "last_end_min": minutes([j.get("EndTime") for j in js], max),
             }
         )
     n = sum(r["submissions"] for r in rows)
@@ -604,6 +618,8 @@ def rehearse(
         run = run_snakemake(r, files, snakemake_args, timeout_s)
         time.sleep(2)  # the completion log is written as jobs end
         jobs = _jobcomp_since(r.slurm_dir, workdir, since)
+    # The cluster's completion log is rotated by its next user: keep this run's records.
+    io.write_json(workdir / "slurm_jobs.json", jobs)
     summary["run"] = {k: v for k, v in run.items() if k != "output_tail"}
     summary["timings"] = timings
     slurm_logs = workdir / (derived.get("slurm-logdir") or "logs/slurm")
@@ -627,8 +643,8 @@ def rehearse(
         "llm_cache": disk_usage(workdir / ".cache"),
     }
     summary["report"] = report_shape(workdir / "results")
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    (workdir / "summary.md").write_text(markdown(summary))
+    io.write_json(workdir / "summary.json", summary)
+    io.write_text(workdir / "summary.md", markdown(summary))
     if run["returncode"] != 0:
         r.say(
             f"snakemake failed (exit {run['returncode']}); its output ends:\n{run['output_tail']}"
@@ -643,7 +659,36 @@ def machine() -> str:
         gib = f"{total / 1024**2:.0f} GiB"
     except (OSError, AttributeError):
         gib = "? GiB"
-    return f"{cpus} CPUs, {gib}, {os.uname().machine}, Python {sys.version.split()[0]}"
+    speed = matmul_gflops()
+    return f"{cpus} CPUs, {gib}, {os.uname().machine}, Python {sys.version.split()[0]}" + (
+        f", fp32 matmul {speed:.0f} GFLOP/s" if speed is not None else ""
+    )
+
+
+# 2048² fp32 products on every CPU, median of 10: the same sandbox ran them 1.54 times as
+# fast one day as the day before, and the rehearsal's wall time moved by the same factor,
+# so a run's time means little without this figure beside it.
+_MATMUL = """
+import statistics, time, torch
+a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+a @ b
+ts = []
+for _ in range(10):
+    t = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t)
+print(2 * 2048**3 / statistics.median(ts) / 1e9)
+"""
+
+
+def matmul_gflops(timeout_s: float = 120) -> float | None:
+    """The machine's fp32 matmul speed (GFLOP/s), in a child process (torch stays out of
+    the driver); None where torch is missing or the child fails."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _MATMUL], capture_output=True, text=True, timeout=timeout_s
+        )
+        return float(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
 
 
 # ------------------------------------------------------------------ the summary
@@ -703,14 +748,18 @@ def markdown(s: Mapping[str, Any]) -> str:
     lines += [
         "",
         "| submitted as | submissions | jobs | SLURM wall (s) | rules' own (s) | "
-        "beyond, per submission (s) | beyond, per job (s) | mean queue wait (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "beyond, per submission (s) | beyond, per job (s) | mean queue wait (s) | "
+        "ran (min from the first submission) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in slurm["by_submission"]:
+        start, end = row.get("first_start_min"), row.get("last_end_min")
+        ran = f"{start:.1f}–{end:.1f}" if start is not None and end is not None else "?"
         lines.append(
             f"| {row['submitted_as']} | {row['submissions']} | {sum(row['jobs'].values())} | "
             f"{row['wall_s']:.0f} | {row['rules_own_s']:.0f} | "
             f"{row['overhead_s_per_submission'] or 0:.1f} | "
-            f"{row.get('overhead_s_per_job') or 0:.1f} | {row['queue_wait_s_mean'] or 0:.1f} |"
+            f"{row.get('overhead_s_per_job') or 0:.1f} | {row['queue_wait_s_mean'] or 0:.1f} | "
+            f"{ran} |"
         )
     return "\n".join(lines) + "\n"
