@@ -109,6 +109,6 @@ if __name__ == "__main__":
         # Without this, --help went on to Snakemake's dry run and printed an empty count.
         print(__doc__)
         sys.exit(0 if argv else 2)
-    as_json = bool(argv) and argv[0] == "--json"
+    as_json = argv[0] == "--json"
     result = run(argv[1:] if as_json else argv)
     print(json.dumps(result, indent=1) if as_json else table(result))

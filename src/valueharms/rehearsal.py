@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,7 +227,9 @@ def scheduler_overhead(
     submitted = [j["SubmitTime"] for j in jobs if j.get("SubmitTime") is not None]
     t0 = min(submitted) if submitted else None
 
-    def minutes(times: list[dt.datetime | None], pick: Any) -> float | None:
+    def minutes(
+        times: list[dt.datetime | None], pick: Callable[[list[dt.datetime]], dt.datetime]
+    ) -> float | None:
         known = [t for t in times if t is not None]
         return _seconds(t0, pick(known)) / 60 if t0 is not None and known else None
 
